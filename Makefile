@@ -1,0 +1,38 @@
+# ConvLab. `make demo`: set up, prepare MNIST, train and evaluate the default experiment.
+#          `make test`: set up, prepare MNIST, run the test suite (what CI runs).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Datasets are prepared into the repo's own (git-ignored) data dir unless told otherwise, from
+# the original files in ../shared/datasets when that folder exists (no download), else online.
+export TFDS_DATA_DIR ?= $(CURDIR)/.data/tfds
+export TFDS_MANUAL_DIR ?= $(wildcard $(abspath $(CURDIR)/../shared/datasets))
+DEMO_CONFIG ?= configs/classification/mnist_cnn.py
+DEMO_WORKDIR ?= runs/demo
+
+.PHONY: setup data demo test test-all clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[prepare,test]"
+	touch $@
+
+data: $(STAMP)
+	$(PY) -m research.data.prepare mnist
+
+demo: data
+	$(PY) -m experiments.classification --config=$(DEMO_CONFIG) --workdir=$(DEMO_WORKDIR)
+	@echo "summary: $(DEMO_WORKDIR)/summary.json"; cat $(DEMO_WORKDIR)/summary.json
+
+test: data
+	$(PY) -m pytest -m "not slow"
+
+test-all: data
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .data runs .pytest_cache

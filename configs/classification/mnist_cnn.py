@@ -1,0 +1,27 @@
+"""MNIST with the simple CNN (conv-BN-ReLU-pool x2, dropout, dense): the `make demo` default.
+
+    python -m experiments.classification --config=configs/classification/mnist_cnn.py \
+        --workdir=runs/mnist_cnn
+
+Expected: test accuracy >= 0.990 (measured: see README "Results") in about 2 minutes on 2
+CPU cores (AMD EPYC, no GPU), 3 epochs at batch 128.
+"""
+from research.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.data.name = 'mnist'
+  c.data.train_ops = 'normalize'
+  c.data.eval_ops = 'normalize'
+  c.model.name = 'simple_cnn'
+  c.model.features = (32, 64)
+  c.model.dropout_rate = 0.5
+  c.train.batch_size = 128
+  c.train.num_epochs = 3.0
+  c.optimizer.name = 'adamw'
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.weight_decay = 1e-4
+  c.schedule.name = 'warmup_cosine'
+  c.schedule.warmup_steps = 200
+  return c

@@ -1,0 +1,55 @@
+"""Running an experiment module from the command line with one-line errors.
+
+    python -m experiments.<name> --config=configs/<...>.py --workdir=<dir> [--config.key=value ...]
+
+Mistakes a user can fix (an unknown config key, a value of the wrong type, a missing
+dataset, a NaN loss, an unreadable checkpoint) print as one `error: ...` line and exit 1.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from research import config as config_lib
+from research.errors import ConvLabError
+
+CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
+WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go; '
+                              'rerunning on the same workdir resumes.')
+
+
+def _fail(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(1)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by config overrides
+    message = str(e).strip('\'"').replace('\\n', ' ').replace('\\"', '"').replace("\\'", "'")
+    _fail(f'bad --config override: {message}')
+
+
+def main_with(experiment):
+  """Runs `experiment(config, workdir) -> summary` under absl, printing ConvLabErrors as one line."""
+
+  def main(argv):
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    if len(argv) > 1:
+      _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    if not WORKDIR.value or CONFIG.value is None:
+      _fail('both --config=<config file> and --workdir=<dir> are required')
+    try:
+      config_lib.validate(CONFIG.value)
+      summary = experiment(CONFIG.value, WORKDIR.value)
+    except ConvLabError as e:
+      _fail(str(e))
+    shown = {k: v for k, v in summary.items() if '/' in k and not k.startswith('train/')}
+    print('results: ' + ', '.join(f'{k}={v:.4f}' for k, v in shown.items()))
+    print(f'written to {WORKDIR.value}: summary.json, metrics.jsonl, curves.png, tensorboard/, '
+          'checkpoints/, config.json')
+
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,4 @@
+"""Datasets: offline preparation, in-memory and streaming loaders, and preprocessing ops."""
+from research.data.augment import make_preprocess
+from research.data.in_memory import InMemoryLoader, eval_batches
+from research.data.sources import ArraySplit, data_dir_from, load_split, open_source

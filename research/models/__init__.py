@@ -1,0 +1,45 @@
+"""Models, looked up by name from configs: `build_model({'name': 'resnet20', ...}, num_classes)`."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from research.errors import ConfigError
+from research.models.lenet import LeNet5
+from research.models.resnet_cifar import (CifarResNet, ResNet20, ResNet32, ResNet44, ResNet56,
+                                          ResNet110)
+from research.models.simple_cnn import SimpleCNN
+
+MODELS = {
+    'lenet5': LeNet5,
+    'simple_cnn': SimpleCNN,
+    'resnet20': ResNet20,
+    'resnet32': ResNet32,
+    'resnet44': ResNet44,
+    'resnet56': ResNet56,
+    'resnet110': ResNet110,
+}
+
+
+def build_model(model_config, num_classes: int):
+  """Instantiates `MODELS[config.name]` with the config's other keys as its arguments."""
+  kwargs = dict(model_config)
+  name = kwargs.pop('name', '')
+  if name not in MODELS:
+    raise ConfigError(f'unknown model {name!r}; known: {", ".join(sorted(MODELS))}')
+  factory = MODELS[name]
+  cls = getattr(factory, 'func', factory)
+  fields = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'}
+  for key in kwargs:
+    if key not in fields:
+      raise ConfigError(f'model {name!r} has no argument {key!r}; it takes {", ".join(sorted(fields))}')
+  if 'dtype' in kwargs:
+    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  kwargs.setdefault('num_classes', num_classes)
+  return factory(**kwargs)
+
+
+def count_params(model, input_shape) -> int:
+  """Number of trainable parameters (batch statistics excluded), without allocating them."""
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape)))
+  return sum(x.size for x in jax.tree.leaves(variables['params']))

@@ -1,0 +1,44 @@
+"""Shared test helpers: configs loaded from configs/, shrunk for quick runs."""
+import importlib.util
+import os
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str, **overrides):
+  """configs/classification/<name>.py's config with dotted overrides ('train.num_steps': 10)."""
+  path = os.path.join(REPO, 'configs', 'classification', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for dotted, value in overrides.items():
+    *path, key = dotted.split('.')
+    node = config
+    for part in path:
+      node = node[part]
+    node[key] = value
+  return config
+
+
+def small_mnist(data_dir: str, model: str = 'mnist_lenet5', **overrides):
+  """A few-second MNIST run: 2,000 training images, 500 test images."""
+  settings = {'data.data_dir': data_dir, 'data.train_split': 'train[:2000]',
+              'data.eval_splits.test': 'test[:500]', 'train.batch_size': 32,
+              'train.eval_batch_size': 250, 'train.num_steps': 30, 'train.log_every': 5,
+              'train.checkpoint_every': 5, 'train.eval_every': 10, 'schedule.warmup_steps': 5}
+  settings.update(overrides)
+  return load_config(model, **settings)
+
+
+def assert_trees_identical(a, b):
+  import jax
+  leaves_a, tree_a = jax.tree.flatten(a)
+  leaves_b, tree_b = jax.tree.flatten(b)
+  assert tree_a == tree_b
+  for x, y in zip(leaves_a, leaves_b):
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.dtype == y.dtype and x.shape == y.shape
+    assert x.tobytes() == y.tobytes(), f'max abs diff {np.max(np.abs(x - y))}'

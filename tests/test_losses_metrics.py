@@ -1,0 +1,63 @@
+"""Losses and metrics against independent NumPy computations."""
+import numpy as np
+import pytest
+
+from research import losses, metrics
+
+RNG = np.random.default_rng(0)
+LOGITS = RNG.normal(size=(6, 4)).astype(np.float32)
+LABELS = np.array([0, 1, 2, 3, 1, 2])
+
+
+def numpy_cross_entropy(logits, labels, smoothing):
+  z = logits - logits.max(-1, keepdims=True)
+  log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  k = logits.shape[-1]
+  q = np.full_like(logits, smoothing / k)
+  q[np.arange(len(labels)), labels] += 1 - smoothing
+  return -(q * log_p).sum(-1)
+
+
+@pytest.mark.parametrize('smoothing', [0.0, 0.1, 0.3])
+def test_cross_entropy_matches_numpy(smoothing):
+  np.testing.assert_allclose(losses.softmax_cross_entropy(LOGITS, LABELS, smoothing),
+                             numpy_cross_entropy(LOGITS, LABELS, smoothing), rtol=1e-5)
+
+
+def test_uniform_logits_give_log_k():
+  out = losses.softmax_cross_entropy(np.zeros((2, 10), np.float32), np.array([3, 7]))
+  np.testing.assert_allclose(out, np.log(10.0), rtol=1e-6)
+
+
+def test_mean_squared_error():
+  p = RNG.normal(size=(3, 2, 2)).astype(np.float32)
+  t = RNG.normal(size=(3, 2, 2)).astype(np.float32)
+  np.testing.assert_allclose(losses.mean_squared_error(p, t), ((p - t) ** 2).mean(axis=(1, 2)),
+                             rtol=1e-6)
+  onehot = np.eye(4, dtype=np.float32)[LABELS]
+  np.testing.assert_allclose(losses.one_hot_mean_squared_error(LOGITS, LABELS),
+                             ((LOGITS - onehot) ** 2).mean(-1), rtol=1e-6)
+
+
+def test_masked_mean_ignores_padding():
+  assert float(losses.masked_mean(np.array([1.0, 3.0, 100.0]), np.array([1.0, 1.0, 0.0]))) == 2.0
+
+
+def test_accuracy_and_top_k_by_hand():
+  logits = np.array([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1], [0.2, 0.3, 0.5]], np.float32)
+  labels = np.array([1, 1, 0])
+  np.testing.assert_array_equal(metrics.correct(logits, labels), [1, 0, 0])
+  np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 2), [1, 1, 0])
+  np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 3), [1, 1, 1])
+
+
+def test_classification_sums_combine_exactly_over_batches():
+  per_example = numpy_cross_entropy(LOGITS, LABELS, 0.0)
+  mask = np.array([1, 1, 1, 1, 0, 0], np.float32)  # the last two rows are padding
+  a = metrics.classification_sums(LOGITS[:3], LABELS[:3], per_example[:3], mask[:3], top_k=2)
+  b = metrics.classification_sums(LOGITS[3:], LABELS[3:], per_example[3:], mask[3:], top_k=2)
+  result = metrics.finalize(metrics.add(a, b))
+  assert result['loss'] == pytest.approx(per_example[:4].mean(), rel=1e-5)
+  assert result['accuracy'] == pytest.approx((LOGITS[:4].argmax(-1) == LABELS[:4]).mean())
+  top2 = np.argsort(-LOGITS[:4], -1)[:, :2]
+  assert result['top2_accuracy'] == pytest.approx((top2 == LABELS[:4, None]).any(-1).mean())

@@ -1,0 +1,123 @@
+"""Whole runs through experiments.classification and the shared loop, on real and mock data."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import classification
+from research import checkpointing, data
+from research.errors import CheckpointError, NonFiniteLossError
+from tests.helpers import assert_trees_identical, load_config, small_mnist
+
+
+def test_cifar10_resnet20_config_runs_on_mock_data(tmp_path):
+  config = load_config('cifar10_resnet20', **{
+      'train.num_steps': 4, 'train.batch_size': 16, 'train.eval_batch_size': 32,
+      'train.eval_every': 2, 'train.checkpoint_every': 2, 'train.log_every': 1})
+  with tfds.testing.mock_data(num_examples=64):
+    summary = classification.run(config, str(tmp_path))
+  assert summary['step'] == 4 and summary['num_params'] == 269_722
+  assert 0.0 <= summary['test/accuracy'] <= 1.0 and np.isfinite(summary['test/loss'])
+  for name in ('summary.json', 'metrics.jsonl', 'curves.png', 'config.json', 'tensorboard'):
+    assert os.path.exists(tmp_path / name), name
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
+  records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  assert [r['step'] for r in records if 'train/loss' in r] == [1, 2, 3, 4]
+  assert [r['step'] for r in records if 'test/accuracy' in r] == [2, 4]
+  assert json.load(open(tmp_path / 'summary.json'))['test/accuracy'] == summary['test/accuracy']
+
+
+@pytest.mark.real_data
+def test_real_mnist_cnn_learns(mnist_data_dir, tmp_path):
+  config = load_config('mnist_cnn', **{'data.data_dir': mnist_data_dir, 'train.num_steps': 300,
+                                       'schedule.warmup_steps': 50, 'train.log_every': 100})
+  summary = classification.run(config, str(tmp_path))
+  # 300 steps (0.64 epoch) reach ~0.98; chance is 0.10 and a broken model stays far below 0.9.
+  assert summary['test/accuracy'] > 0.95, summary
+
+
+@pytest.mark.real_data
+def test_interrupted_run_resumes_bit_identically(mnist_data_dir, tmp_path, monkeypatch):
+  config = small_mnist(mnist_data_dir, model='mnist_cnn')  # BatchNorm and dropout exercised
+  classification.run(config, str(tmp_path / 'straight'))
+
+  original_next, calls = data.InMemoryLoader.__next__, []
+
+  def interrupt_after_12(self):
+    calls.append(1)
+    if len(calls) > 12:
+      raise KeyboardInterrupt
+    return original_next(self)
+
+  monkeypatch.setattr(data.InMemoryLoader, '__next__', interrupt_after_12)
+  with pytest.raises(KeyboardInterrupt):
+    classification.run(config, str(tmp_path / 'resumed'))
+  assert sorted(os.listdir(tmp_path / 'resumed' / 'checkpoints')) == ['10', '5']
+  monkeypatch.setattr(data.InMemoryLoader, '__next__', original_next)
+  classification.run(config, str(tmp_path / 'resumed'))  # resumes at step 10
+
+  straight = checkpointing.load_state(str(tmp_path / 'straight'))
+  resumed = checkpointing.load_state(str(tmp_path / 'resumed'))
+  assert int(straight['step']) == int(resumed['step']) == 30
+  assert_trees_identical(straight, resumed)
+  steps = [json.loads(l)['step'] for l in open(tmp_path / 'resumed' / 'metrics.jsonl')
+           if 'train/loss' in l]
+  assert steps == sorted(set(steps)) and steps[-1] == 30  # no duplicates from the lost steps
+
+
+@pytest.mark.real_data
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mnist_data_dir, tmp_path):
+  # The learning rate is multiplied by 1e30 halfway (step 10): the loss blows up right after.
+  config = small_mnist(mnist_data_dir, **{'optimizer.name': 'sgd', 'schedule.name': 'piecewise',
+                                          'schedule.boundaries': (0.5,), 'schedule.decay_factor': 1e30,
+                                          'schedule.warmup_steps': 0, 'train.num_steps': 20,
+                                          'train.log_every': 1})
+  with pytest.raises(NonFiniteLossError, match=r'at step 1[0-9].*checkpoints before it are intact'):
+    classification.run(config, str(tmp_path))
+  saved = checkpointing.Checkpointer(str(tmp_path))
+  assert saved.latest_step() == 10
+  saved.close()
+  state = checkpointing.load_state(str(tmp_path))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state['params']))
+
+
+@pytest.mark.real_data
+def test_early_stopping_and_rerun_of_a_finished_workdir(mnist_data_dir, tmp_path):
+  # min_delta 1.0 means nothing counts as an improvement after the first evaluation.
+  config = small_mnist(mnist_data_dir, **{'early_stopping.metric': 'test/accuracy',
+                                          'early_stopping.patience': 2,
+                                          'early_stopping.min_delta': 1.0,
+                                          'train.eval_every': 4})
+  summary = classification.run(config, str(tmp_path))
+  assert summary['stopped_early'] and summary['step'] == 12
+  assert summary['best/test/accuracy'] == json.loads(
+      [l for l in open(tmp_path / 'metrics.jsonl') if 'test/accuracy' in l][0])['test/accuracy']
+  again = classification.run(config, str(tmp_path))  # nothing left to train: re-evaluates
+  assert again['step'] == 12 and again['test/accuracy'] == summary['test/accuracy']
+
+
+@pytest.mark.real_data
+def test_resume_with_a_different_config_is_refused(mnist_data_dir, tmp_path):
+  classification.run(small_mnist(mnist_data_dir, **{'train.num_steps': 5}), str(tmp_path))
+  changed = small_mnist(mnist_data_dir, **{'train.num_steps': 5, 'optimizer.learning_rate': 0.5})
+  with pytest.raises(CheckpointError, match='differs at optimizer.learning_rate'):
+    classification.run(changed, str(tmp_path))
+
+
+@pytest.mark.real_data
+def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(mnist_data_dir, tmp_path):
+  config = small_mnist(mnist_data_dir, **{'train.num_steps': 10})
+  classification.run(config, str(tmp_path))
+  state_dir = tmp_path / 'checkpoints' / '10' / 'state'
+  shutil.rmtree(state_dir / 'd')
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      if 'manifest' in name or name.startswith('_'):
+        open(os.path.join(root, name), 'wb').write(b'garbage')
+  with pytest.raises(CheckpointError, match='checkpoint step 10 .* cannot be restored'):
+    classification.run(config, str(tmp_path))
+  assert os.path.isdir(state_dir) and (tmp_path / 'checkpoints' / '5').is_dir()
