@@ -5,6 +5,7 @@
 Mistakes a user can fix (an unknown config key, a value of the wrong type, a missing
 dataset, a NaN loss, an unreadable checkpoint) print as one `error: ...` line and exit 1.
 """
+import re
 import sys
 
 from absl import app, flags, logging
@@ -23,14 +24,26 @@ def _fail(message: str):
   sys.exit(1)
 
 
+def _describe_override_error(error: Exception, argv) -> str:
+  """ml_collections reports an unknown override key as the bare key; name the whole flag."""
+  text = str(error).replace('\\n', ' ').replace('\\"', '"')
+  key = (re.findall(r"\w+", text) or [''])[0]
+  hint = re.search(r'Did you mean "(\w+)"', text)
+  flags_given = [a.split('=')[0][len('--config.'):] for a in argv[1:] if a.startswith('--config.')]
+  culprits = [f for f in flags_given if key in f.split('.')]
+  if culprits:
+    return (f'unknown config key {culprits[0]!r}' +
+            (f' (did you mean {hint.group(1)!r}?)' if hint else ''))
+  return f'bad --config override: {text.strip()}'
+
+
 def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
   except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by config overrides
-    message = str(e).strip('\'"').replace('\\n', ' ').replace('\\"', '"').replace("\\'", "'")
-    _fail(f'bad --config override: {message}')
+    _fail(_describe_override_error(e, argv))
 
 
 def main_with(experiment):

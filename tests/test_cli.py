@@ -25,8 +25,11 @@ def error_line(result):
 
 
 def test_unknown_override_key_names_it(tmp_path):
-  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}', '--config.train.stepz=3'))
-  assert 'stepz' in line and 'Did you mean "steps"' in line
+  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}',
+                            '--config.train.num_stepz=3'))
+  assert "unknown config key 'train.num_stepz' (did you mean 'num_steps'?)" in line
+  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}', '--config.trian.num_steps=3'))
+  assert "unknown config key 'trian.num_steps'" in line
 
 
 def test_wrong_override_type_names_the_key(tmp_path):

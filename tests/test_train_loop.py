@@ -102,8 +102,8 @@ def test_early_stopping_and_rerun_of_a_finished_workdir(mnist_data_dir, tmp_path
 
 @pytest.mark.real_data
 def test_resume_with_a_different_config_is_refused(mnist_data_dir, tmp_path):
-  classification.run(small_mnist(mnist_data_dir, **{'train.num_steps': 5}), str(tmp_path))
-  changed = small_mnist(mnist_data_dir, **{'train.num_steps': 5, 'optimizer.learning_rate': 0.5})
+  classification.run(small_mnist(mnist_data_dir, **{'train.num_steps': 8}), str(tmp_path))
+  changed = small_mnist(mnist_data_dir, **{'train.num_steps': 8, 'optimizer.learning_rate': 0.5})
   with pytest.raises(CheckpointError, match='differs at optimizer.learning_rate'):
     classification.run(changed, str(tmp_path))
 
