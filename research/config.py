@@ -97,6 +97,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError('set config.train.num_steps or config.train.num_epochs to a positive value')
   if config.early_stopping.mode not in ('max', 'min'):
     raise ConfigError(f"config.early_stopping.mode must be 'max' or 'min', got {config.early_stopping.mode!r}")
+  if config.early_stopping.metric and config.early_stopping.patience < 1:
+    raise ConfigError(f'config.early_stopping.patience must be at least 1, got {config.early_stopping.patience}')
   for name in config.data.eval_splits:
     if '/' in name:
       raise ConfigError(f'eval split name {name!r} must not contain "/"')

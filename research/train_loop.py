@@ -111,8 +111,9 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     if changed:
       raise CheckpointError(f'{workdir} holds a run with a different config (differs at '
                             f'{", ".join(changed)}); resume with the same config or use a new workdir')
-  with open(path, 'w') as f:
-    json.dump(resolved, f, indent=2)
+  if jax.process_index() == 0:
+    with open(path, 'w') as f:
+      json.dump(resolved, f, indent=2)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, train_loader,
@@ -217,11 +218,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
              'wall_time_s': round(time.time() - start_time, 1)}
   if es.metric and loop_state['early_stopping']['best'] is not None:
     summary[f'best/{es.metric}'] = loop_state['early_stopping']['best']
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  records = read_metrics(workdir)
-  if records:
-    plot_training_curves(records, os.path.join(workdir, 'curves.png'),
-                         title=f'{config.model.name} on {config.data.name}')
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+    records = read_metrics(workdir)
+    if records:
+      plot_training_curves(records, os.path.join(workdir, 'curves.png'),
+                           title=f'{config.model.name} on {config.data.name}')
   return summary
 

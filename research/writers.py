@@ -5,6 +5,7 @@ import os
 import sys
 import time
 
+import jax
 import tensorboardX
 
 
@@ -17,6 +18,9 @@ class MetricWriter:
 
   def __init__(self, workdir: str, resume_step: int = 0):
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.enabled = jax.process_index() == 0  # one writer per run, also on multi-host pods
+    if not self.enabled:
+      return
     if resume_step and os.path.exists(self.path):
       with open(self.path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)['step'] <= resume_step]
@@ -29,13 +33,16 @@ class MetricWriter:
                                           purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
+    if not self.enabled:
+      return
     with open(self.path, 'a') as f:
       f.write(json.dumps({'step': step, **scalars}) + '\n')
     for name, value in scalars.items():
       self._tb.add_scalar(name, value, step)
 
   def close(self) -> None:
-    self._tb.close()
+    if self.enabled:
+      self._tb.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -16,11 +16,11 @@ def get_config():
   c.data.eval_ops = 'normalize'
   c.model.name = 'simple_cnn'
   c.model.features = (32, 64)
-  c.model.dropout_rate = 0.5
+  c.model.dropout_rate = 0.25
   c.train.batch_size = 128
-  c.train.num_epochs = 3.0
+  c.train.num_epochs = 4.0
   c.optimizer.name = 'adamw'
-  c.optimizer.learning_rate = 3e-3
+  c.optimizer.learning_rate = 5e-3
   c.optimizer.weight_decay = 1e-4
   c.schedule.name = 'warmup_cosine'
   c.schedule.warmup_steps = 200
