@@ -5,7 +5,6 @@ mid-save leaves the previous checkpoints intact and resume picks the latest comp
 """
 import os
 
-import jax
 import orbax.checkpoint as ocp
 
 from research.errors import CheckpointError
@@ -38,6 +37,11 @@ class Checkpointer:
           'a new workdir') from None
     return restored['state'], restored['loop']
 
+  def restore_as_saved(self, step: int) -> dict:
+    """The train state of `step` as saved (no target): nested dicts of arrays."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return restored['state']
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
@@ -52,8 +56,6 @@ def load_state(workdir: str, step: int | None = None) -> dict:
   if step is None:
     raise CheckpointError(f'no checkpoint in {checkpointer.directory}')
   try:
-    restored = checkpointer._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))
+    return checkpointer.restore_as_saved(step)
   finally:
     checkpointer.close()
-  return jax.tree.map(lambda x: x, restored['state'])

@@ -57,12 +57,16 @@ class InMemoryLoader:
             'global_batch_size': self.global_batch_size}
 
   def set_state(self, state: dict) -> None:
-    mine = self.get_state()
-    for key in ('loader', 'seed', 'global_batch_size'):
-      if state.get(key) != mine[key]:
-        raise ConfigError(f'the checkpoint\'s input pipeline has {key}={state.get(key)!r} but '
-                          f'this run has {mine[key]!r}; resume with the same config')
+    check_same_stream(state, self.get_state())
     self.step = int(state['step'])
+
+
+def check_same_stream(saved: dict, mine: dict) -> None:
+  """Raises unless a saved loader state describes the same stream as this loader's."""
+  for key in ('loader', 'seed', 'global_batch_size'):
+    if saved.get(key) != mine[key]:
+      raise ConfigError(f'the checkpoint\'s input pipeline has {key}={saved.get(key)!r} but '
+                        f'this run has {mine[key]!r}; resume with the same config')
 
 
 def eval_batches(split: ArraySplit, global_batch_size: int, process_index: int | None = None,

@@ -9,6 +9,7 @@ import grain
 import jax
 import numpy as np
 
+from research.data.in_memory import check_same_stream
 from research.data.sources import open_source
 from research.errors import ConfigError
 
@@ -52,8 +53,5 @@ class GrainLoader:
             'iterator': self._iterator.get_state()}
 
   def set_state(self, state: dict) -> None:
-    for key in ('loader', 'seed', 'global_batch_size'):
-      if state.get(key) != getattr(self, key):
-        raise ConfigError(f'the checkpoint\'s input pipeline has {key}={state.get(key)!r}; '
-                          'resume with the same config')
+    check_same_stream(state, self.get_state())
     self._iterator.set_state(state['iterator'])
