@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from research.errors import ConfigError
+from research.models import alexnet_vgg, googlenet, mobile, resnet
 from research.models.lenet import LeNet5
 from research.models.resnet_cifar import (CifarResNet, ResNet20, ResNet32, ResNet44, ResNet56,
                                           ResNet110)
@@ -18,6 +19,17 @@ MODELS = {
     'resnet44': ResNet44,
     'resnet56': ResNet56,
     'resnet110': ResNet110,
+    # ImageNet architectures; parameter counts equal torchvision's.
+    'alexnet': alexnet_vgg.AlexNet,
+    'vgg11': alexnet_vgg.VGG11, 'vgg13': alexnet_vgg.VGG13,
+    'vgg16': alexnet_vgg.VGG16, 'vgg19': alexnet_vgg.VGG19,
+    'vgg11_bn': alexnet_vgg.VGG11BN, 'vgg13_bn': alexnet_vgg.VGG13BN,
+    'vgg16_bn': alexnet_vgg.VGG16BN, 'vgg19_bn': alexnet_vgg.VGG19BN,
+    'resnet18': resnet.ResNet18, 'resnet34': resnet.ResNet34, 'resnet50': resnet.ResNet50,
+    'resnet101': resnet.ResNet101, 'resnet152': resnet.ResNet152,
+    'googlenet': googlenet.GoogLeNet,
+    'mobilenet_v2': mobile.MobileNetV2,
+    'efficientnet_b0': mobile.EfficientNetB0,
 }
 
 

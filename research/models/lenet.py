@@ -19,14 +19,19 @@ class LeNet5(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False):
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
     check_images(x, 'LeNet5', min_size=16)
     act = _ACTIVATIONS[self.activation]
     pool = nn.avg_pool if self.pooling == 'avg' else nn.max_pool
     x = x.astype(self.dtype)
+    features = {}
     x = pool(act(nn.Conv(6, (5, 5), padding='VALID', dtype=self.dtype, name='conv1')(x)), (2, 2), (2, 2))
+    features['stage1'] = x
     x = pool(act(nn.Conv(16, (5, 5), padding='VALID', dtype=self.dtype, name='conv2')(x)), (2, 2), (2, 2))
+    features['stage2'] = x
     x = adaptive_avg_pool(x, (5, 5)).reshape((x.shape[0], -1))
     x = act(nn.Dense(120, dtype=self.dtype, name='fc1')(x))
     x = act(nn.Dense(84, dtype=self.dtype, name='fc2')(x))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='logits')(x).astype(jnp.float32)
+    features['pre_logits'] = x
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='logits')(x).astype(jnp.float32)
+    return (logits, features) if return_features else logits

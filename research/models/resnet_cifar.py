@@ -42,7 +42,7 @@ class CifarResNet(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False):
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
     if (self.depth - 2) % 6 or self.depth < 8:
       raise ConfigError(f'CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...); got {self.depth}')
     check_images(x, f'ResNet-{self.depth}', min_size=4)
@@ -52,13 +52,17 @@ class CifarResNet(nn.Module):
                 kernel_init=nn.initializers.kaiming_normal(), name='stem_conv')(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                              dtype=self.dtype, name='stem_bn')(x))
+    features = {'stem': x}
     for stage in range(3):
       for block in range(blocks_per_stage):
         strides = 2 if stage > 0 and block == 0 else 1
         x = BasicBlock(self.width * 2 ** stage, strides, self.dtype,
                        name=f'stage{stage + 1}_block{block + 1}')(x, train=train)
+      features[f'stage{stage + 1}'] = x
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='logits')(x).astype(jnp.float32)
+    features['pre_logits'] = x
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='logits')(x).astype(jnp.float32)
+    return (logits, features) if return_features else logits
 
 
 ResNet20 = functools.partial(CifarResNet, depth=20)

@@ -20,14 +20,18 @@ class SimpleCNN(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False):
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
     check_images(x, 'SimpleCNN', min_size=2 ** len(self.features))
     x = x.astype(self.dtype)
+    captured = {}
     for i, features in enumerate(self.features):
       x = nn.Conv(features, (3, 3), use_bias=False, dtype=self.dtype, name=f'conv{i + 1}')(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                        dtype=self.dtype, name=f'bn{i + 1}')(x)
       x = nn.max_pool(nn.relu(x), (2, 2), (2, 2))
+      captured[f'stage{i + 1}'] = x
     x = adaptive_avg_pool(x, tuple(self.grid)).reshape((x.shape[0], -1))
+    captured['pre_logits'] = x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='logits')(x).astype(jnp.float32)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='logits')(x).astype(jnp.float32)
+    return (logits, captured) if return_features else logits

@@ -1,0 +1,93 @@
+"""ImageNet ResNets (He et al. 2016) as torchvision builds them (v1.5: the bottleneck's stride
+sits on its 3x3 conv). ResNet-18/34 use basic blocks, 50/101/152 bottlenecks.
+
+Layer names follow torchvision's (`layer2_0/downsample_1` is `layer2.0.downsample.1`) so that
+its weights convert by name. Global average pooling lets any input of at least 32x32 through.
+"""
+import functools
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from research.models.layers import check_images
+
+
+def _norm(train, dtype, name):
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      name=name)
+
+
+def _conv(features, kernel, strides, dtype, name):
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad),) * 2,
+                 use_bias=False, dtype=dtype, name=name,
+                 kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
+
+
+class BasicBlock(nn.Module):
+  features: int
+  strides: int = 1
+  dtype: jnp.dtype = jnp.float32
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    y = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(self.features, 3, self.strides, self.dtype, 'conv1')(x)))
+    y = _norm(train, self.dtype, 'bn2')(_conv(self.features, 3, 1, self.dtype, 'conv2')(y))
+    return nn.relu(y + _shortcut(x, self.features, self.strides, train, self.dtype))
+
+
+class Bottleneck(nn.Module):
+  features: int
+  strides: int = 1
+  dtype: jnp.dtype = jnp.float32
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    y = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(self.features, 1, 1, self.dtype, 'conv1')(x)))
+    y = nn.relu(_norm(train, self.dtype, 'bn2')(_conv(self.features, 3, self.strides, self.dtype, 'conv2')(y)))
+    y = _norm(train, self.dtype, 'bn3')(_conv(self.features * 4, 1, 1, self.dtype, 'conv3')(y))
+    return nn.relu(y + _shortcut(x, self.features * 4, self.strides, train, self.dtype))
+
+
+def _shortcut(x, features, strides, train, dtype):
+  if strides == 1 and x.shape[-1] == features:
+    return x
+  return _norm(train, dtype, 'downsample_1')(_conv(features, 1, strides, dtype, 'downsample_0')(x))
+
+
+class ResNet(nn.Module):
+  stage_sizes: tuple[int, ...]
+  block: type = BasicBlock
+  num_classes: int = 1000
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    check_images(x, f'ResNet-{self._depth()}', min_size=32)
+    features = {}
+    x = x.astype(self.dtype)
+    x = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(64, 7, 2, self.dtype, 'conv1')(x)))
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    features['stem'] = x
+    for stage, blocks in enumerate(self.stage_sizes):
+      for i in range(blocks):
+        strides = 2 if stage > 0 and i == 0 else 1
+        x = self.block(64 * 2 ** stage, strides, self.dtype,
+                       name=f'layer{stage + 1}_{i}')(x, train=train)
+      features[f'stage{stage + 1}'] = x
+    x = jnp.mean(x, axis=(1, 2))
+    features['pre_logits'] = x
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x).astype(jnp.float32)
+    return (logits, features) if return_features else logits
+
+  def _depth(self):
+    return sum(self.stage_sizes) * (2 if self.block is BasicBlock else 3) + 2
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock)
+ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=BasicBlock)
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck)
+ResNet101 = functools.partial(ResNet, stage_sizes=(3, 4, 23, 3), block=Bottleneck)
+ResNet152 = functools.partial(ResNet, stage_sizes=(3, 8, 36, 3), block=Bottleneck)
