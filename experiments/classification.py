@@ -7,6 +7,7 @@ import jax
 
 from research import data, models, objectives, train_loop
 from research.cli import main_with
+from research.errors import ConfigError
 from research.data.streaming import GrainLoader
 
 
@@ -14,9 +15,12 @@ def run(config, workdir: str) -> dict:
   d = config.data
 
   # The data: a training stream whose position is checkpointed, eval splits held in memory.
-  load = lambda split: data.load_split(d.name, split, d.data_dir, d.image_key, d.label_key)
+  load = lambda split: data.load_split(d.name, split, d.data_dir, d.image_key, d.label_key,
+                                       tuple(d.classes))
   eval_sets = {name: load(split) for name, split in d.eval_splits.items()}
   if d.loader == 'grain':  # streaming, for splits too large to decode into memory
+    if d.classes:
+      raise ConfigError('data.classes needs the in_memory loader')
     train_loader = GrainLoader(d.name, d.train_split, d.data_dir, config.train.batch_size,
                                config.seed, d.image_key, d.label_key)
     num_classes, stats = train_loader.num_classes, None  # normalize then needs explicit stats

@@ -46,7 +46,7 @@ def _parse_flags(argv):
     _fail(_describe_override_error(e, argv))
 
 
-def main_with(experiment):
+def main_with(experiment, validate=config_lib.validate):
   """Runs `experiment(config, workdir) -> summary` under absl, printing ConvLabErrors as one line."""
 
   def main(argv):
@@ -56,13 +56,12 @@ def main_with(experiment):
     if not WORKDIR.value or CONFIG.value is None:
       _fail('both --config=<config file> and --workdir=<dir> are required')
     try:
-      config_lib.validate(CONFIG.value)
+      validate(CONFIG.value)
       summary = experiment(CONFIG.value, WORKDIR.value)
     except ConvLabError as e:
       _fail(str(e))
     shown = {k: v for k, v in summary.items() if '/' in k and not k.startswith('train/')}
     print('results: ' + ', '.join(f'{k}={v:.4f}' for k, v in shown.items()))
-    print(f'written to {WORKDIR.value}: summary.json, metrics.jsonl, curves.png, tensorboard/, '
-          'checkpoints/, config.json')
+    print(f'written to {WORKDIR.value} (summary.json and the run files)')
 
   app.run(main, flags_parser=_parse_flags)

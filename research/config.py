@@ -26,6 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_splits = ml_collections.ConfigDict({'test': 'test'})  # name -> tfds split
   c.data.image_key = 'image'
   c.data.label_key = 'label'
+  c.data.classes = ()               # keep only these labels, renumbered 0..k-1; () = all
   c.data.loader = 'in_memory'       # 'in_memory' (decode once) | 'grain' (streaming)
   c.data.train_ops = 'normalize'    # preprocessing ops, see research/data/augment.py
   c.data.eval_ops = 'normalize'
@@ -63,6 +64,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.schedule.boundaries = (0.5, 0.75)  # piecewise: fractions of the total steps
   c.schedule.decay_factor = 0.1        # piecewise: lr multiplier at each boundary
   c.schedule.final_lr_factor = 0.0     # warmup_cosine: final lr / peak lr
+
+  c.transfer = ml_collections.ConfigDict()  # see research/transfer.py
+  c.transfer.init_from = ''         # a workdir or converted weights; '' = from scratch
+  c.transfer.reinit = r'^(logits|fc|classifier_\d+)/'  # not loaded: the head
+  c.transfer.freeze = ''            # regex of parameters kept as loaded, e.g. '^(conv|bn)'
+  c.transfer.lr_multipliers = ''    # 'regex=factor,...', e.g. '^layer[12]=0.1'
 
   c.early_stopping = ml_collections.ConfigDict()
   c.early_stopping.metric = ''      # e.g. 'val/accuracy'; '' = off

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from research import optim, parallel
+from research import optim, parallel, transfer
 from research import metrics as metrics_lib
 from research.checkpointing import Checkpointer
 from research.config import differing_keys
@@ -55,12 +55,16 @@ def init_state(model, optimizer, input_shape, seed: int) -> TrainState:
                     opt_state=optimizer.init(params), rng=train_key)
 
 
-def make_train_step(task: Task, optimizer, schedule):
+def make_train_step(task: Task, optimizer, schedule, frozen_stats=None):
+  """One SGD step. `frozen_stats` (bools shaped like batch_stats) marks statistics to keep."""
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     loss_fn = lambda params: task.train_loss(params, state.batch_stats, batch, rng)
     (_, (batch_stats, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    if frozen_stats is not None:
+      batch_stats = jax.tree.map(lambda keep, old, new: old if keep else new, frozen_stats,
+                                 state.batch_stats, batch_stats)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats, opt_state=opt_state)
     return new_state, {'sums': sums, 'grad_norm': optax.global_norm(grads),
@@ -94,6 +98,17 @@ def evaluate(eval_step, state, eval_sets: dict, batch_size: int, sharding) -> di
                                              parallel.to_global(batch, sharding)))
     results.update({f'{name}/{k}': v for k, v in metrics_lib.finalize(jax.device_get(sums)).items()})
   return results
+
+
+def _start_from_pretrained(state, optimizer, transfer_config, sharding) -> TrainState:
+  pretrained = transfer.load_weights(transfer_config.init_from)
+  merged, initialised = transfer.merge_pretrained(
+      {'params': state.params, 'batch_stats': state.batch_stats}, pretrained, transfer_config.reinit)
+  merged = jax.device_put(merged, sharding)
+  print(f'initialised from {transfer_config.init_from}; newly initialised: '
+        f'{", ".join(initialised) or "nothing"}', flush=True)
+  return state.replace(params=merged['params'], batch_stats=merged['batch_stats'],
+                       opt_state=jax.jit(optimizer.init, out_shardings=sharding)(merged['params']))
 
 
 def _improved(value: float, best: float | None, es) -> bool:
@@ -132,7 +147,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
   eval_every = t.eval_every if t.eval_every > 0 else steps_per_epoch
   checkpoint_every = t.checkpoint_every if t.checkpoint_every > 0 else steps_per_epoch
   schedule = optim.make_schedule(config, total_steps)
-  optimizer = optim.make_optimizer(config, schedule)
+  optimizer = transfer.wrap_optimizer(optim.make_optimizer(config, schedule), config.transfer)
   replicated, data_sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
   # ------------------------------------------------------------------ Initialise or resume
@@ -143,6 +158,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
                 'stopped_early': False}
   checkpointer = Checkpointer(workdir, keep=t.keep_checkpoints)
   latest = checkpointer.latest_step()
+  if latest is None and config.transfer.init_from:
+    state = _start_from_pretrained(state, optimizer, config.transfer, replicated)
   if latest is not None:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                             state)
@@ -152,7 +169,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
   step = int(state.step)
 
   # ------------------------------------------------------------------ Compiled steps
-  train_step = jax.jit(make_train_step(task, optimizer, schedule),
+  frozen_stats = (transfer.mask(state.batch_stats, config.transfer.freeze)
+                  if config.transfer.freeze and state.batch_stats else None)
+  train_step = jax.jit(make_train_step(task, optimizer, schedule, frozen_stats),
                        in_shardings=(replicated, data_sharded),
                        out_shardings=(replicated, replicated), donate_argnums=0)
   eval_step = jax.jit(task.eval_sums, in_shardings=(replicated, replicated, data_sharded),
