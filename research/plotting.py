@@ -36,3 +36,45 @@ def plot_training_curves(records: list[dict], path: str, title: str = '') -> str
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def _grid(images, path: str, title: str, cmap: str = 'viridis', cell: float = 1.3) -> str:
+  """Saves images (N, H, W) or (N, H, W, 3) as a near-square grid of panels."""
+  import math
+
+  import numpy as np
+  n = len(images)
+  cols = math.ceil(math.sqrt(n))
+  rows = math.ceil(n / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.5), squeeze=False)
+  for i, ax in enumerate(axes.flat):
+    ax.axis('off')
+    if i < n:
+      image = np.asarray(images[i], dtype=np.float32)
+      lo, hi = image.min(), image.max()
+      ax.imshow((image - lo) / (hi - lo) if hi > lo else image * 0, cmap=cmap,
+                interpolation='nearest')
+      ax.set_title(str(i), fontsize=7)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def plot_feature_maps(feature_map, path: str, title: str = 'feature maps') -> str:
+  """One panel per channel of a (H, W, C) feature map, each scaled to its own range."""
+  return _grid(feature_map.transpose(2, 0, 1), path, title)
+
+
+def plot_kernels(kernel, path: str, title: str = 'first-layer kernels') -> str:
+  """A conv kernel (kh, kw, in, out): RGB panels for 3 input channels, else the channel mean."""
+  kernel = kernel.transpose(3, 0, 1, 2)
+  panels = kernel if kernel.shape[-1] == 3 else kernel.mean(axis=-1)
+  return _grid(panels, path, title, cmap='gray')
+
+
+def plot_image(image, path: str, title: str = '') -> str:
+  """The input image itself, for reference beside its feature maps."""
+  return _grid(image[None] if image.shape[-1] == 3 else image[None, ..., 0], path, title,
+               cmap='gray', cell=3.0)

@@ -1,0 +1,122 @@
+"""Throughput of any zoo model on the current devices: train and inference images/s.
+
+    python -m experiments.benchmark --model=resnet20 --batch_size=128 --image_size=32 \
+        [--channels=3 --num_classes=10 --dtype=float32 --repeats=5 --steps=10]
+
+The batch is split over every device (data parallel, as in training). After warm-up, each of
+`repeats` timings runs `steps` steps and waits for the result (block_until_ready); images/s
+is reported as median, min and max. Also: compile time, achieved GFLOP/s (forward FLOPs per
+image from research.model_summary; a train step counts 3x), and peak memory. Prints numbers
+only: speed targets live in BENCHMARKS.md, not in tests.
+"""
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from research import objectives, optim, parallel, train_loop
+from research.config import base_config
+from research.model_summary import summarize
+from research.models import build_model
+
+
+def _time(step, args, steps: int, repeats: int, sync_each: bool) -> tuple[list[float], float]:
+  """Seconds per repeat of `steps` calls; also the first call's (compile) time."""
+  start = time.perf_counter()
+  state = step(*args)
+  jax.block_until_ready(state)
+  compile_s = time.perf_counter() - start
+  jax.block_until_ready(step(*args))  # warm-up beyond compilation
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(steps):
+      out = step(*args)
+      if sync_each:
+        jax.block_until_ready(out)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - start)
+  return times, compile_s
+
+
+def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
+              dtype='float32', repeats=5, steps=10) -> dict:
+  model = build_model({'name': model_name, 'dtype': dtype}, num_classes)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(batch_size, mesh)
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  config = base_config()
+  config.optimizer.name = 'momentum'
+  schedule = optim.make_schedule(config, 1000)
+  optimizer = optim.make_optimizer(config, schedule)
+  identity = lambda images, key: images
+  task = objectives.classification(model, identity, identity)
+  shape = (image_size, image_size, channels)
+  state = jax.jit(lambda: train_loop.init_state(model, optimizer, (1, *shape), 0),
+                  out_shardings=replicated)()
+  rng = np.random.default_rng(0)
+  batch = parallel.to_global({'image': rng.normal(size=(batch_size, *shape)).astype(np.float32),
+                              'label': rng.integers(0, num_classes, batch_size).astype(np.int32),
+                              'mask': np.ones(batch_size, np.float32)}, sharded)
+  sync_each = parallel.must_sync_each_step(mesh)
+
+  train_step = jax.jit(train_loop.make_train_step(task, optimizer, schedule),
+                       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated))
+  # The state is not donated so that every timed step starts from the same state.
+  train_times, train_compile = _time(lambda s, b: train_step(s, b)[0], (state, batch), steps,
+                                     repeats, sync_each)
+  infer = jax.jit(lambda p, s, x: model.apply({'params': p, 'batch_stats': s} if s else {'params': p}, x),
+                  in_shardings=(replicated, replicated, sharded), out_shardings=sharded)
+  infer_times, infer_compile = _time(infer, (state.params, state.batch_stats, batch['image']),
+                                     steps, repeats, sync_each)
+
+  flops_per_image = summarize(build_model({'name': model_name}, num_classes), shape)[1]['flops']
+  result = {'model': model_name, 'batch_size': batch_size, 'image_size': image_size,
+            'dtype': dtype, 'devices': f'{mesh.size} x {jax.devices()[0].device_kind}',
+            'forward_gflops_per_image': flops_per_image / 1e9}
+  for mode, times, compile_s, factor in (('train', train_times, train_compile, 3),
+                                         ('inference', infer_times, infer_compile, 1)):
+    rates = [steps * batch_size / t for t in times]
+    result[mode] = {'images_per_s_median': statistics.median(rates), 'images_per_s_min': min(rates),
+                    'images_per_s_max': max(rates), 'compile_s': compile_s,
+                    'gflops_per_s': statistics.median(rates) * factor * flops_per_image / 1e9}
+  stats = jax.devices()[0].memory_stats() or {}
+  result['peak_memory_mib'] = (stats['peak_bytes_in_use'] / 2**20 if 'peak_bytes_in_use' in stats
+                               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+  result['peak_memory_kind'] = 'device' if 'peak_bytes_in_use' in stats else 'process RSS'
+  return result
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--model', required=True)
+  parser.add_argument('--batch_size', type=int, default=128)
+  parser.add_argument('--image_size', type=int, default=224)
+  parser.add_argument('--channels', type=int, default=3)
+  parser.add_argument('--num_classes', type=int, default=1000)
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--json', default='', help='also write the result to this file')
+  args = parser.parse_args(argv)
+  r = benchmark(args.model, args.batch_size, args.image_size, args.channels, args.num_classes,
+                args.dtype, args.repeats, args.steps)
+  print(f'{r["model"]}, batch {r["batch_size"]}, {r["image_size"]}px, {r["dtype"]}, {r["devices"]}')
+  for mode in ('train', 'inference'):
+    m = r[mode]
+    print(f'  {mode:<9} {m["images_per_s_median"]:>10.1f} images/s (min {m["images_per_s_min"]:.1f}, '
+          f'max {m["images_per_s_max"]:.1f})  {m["gflops_per_s"]:.1f} GFLOP/s  '
+          f'compile {m["compile_s"]:.1f}s')
+  print(f'  peak memory {r["peak_memory_mib"]:.0f} MiB ({r["peak_memory_kind"]})')
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(r, f, indent=2)
+
+
+if __name__ == '__main__':
+  main()
