@@ -44,6 +44,83 @@ def _time(step, args, steps: int, repeats: int, sync_each: bool) -> tuple[list[f
   return times, compile_s
 
 
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+  """Median GFLOP/s of a float32 size^3 matmul on the default device: the peak we compare to."""
+  a = jnp.ones((size, size), jnp.float32)
+  matmul = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(matmul(a))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(matmul(a))
+    times.append(time.perf_counter() - start)
+  return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def torch_benchmark(model_name, batch_size, image_size, channels, num_classes, repeats, steps,
+                    channels_last=False) -> dict | None:
+  """The same train step (SGD momentum, cross-entropy) and inference in PyTorch eager, or None
+  when torch is not installed."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  from research import torch_reference
+  torch.manual_seed(0)
+  model = torch_reference.build(model_name, num_classes, channels)
+  fmt = torch.channels_last if channels_last else torch.contiguous_format
+  model = model.to(memory_format=fmt)
+  x = torch.randn(batch_size, channels, image_size, image_size).to(memory_format=fmt)
+  y = torch.randint(0, num_classes, (batch_size,))
+  sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+  def train():
+    sgd.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    sgd.step()
+
+  def infer():
+    with torch.no_grad():
+      model(x)
+
+  result = {'params': sum(p.numel() for p in model.parameters()), 'threads': torch.get_num_threads()}
+  for mode, fn in (('train', train), ('inference', infer)):
+    model.train(mode == 'train')
+    fn()
+    fn()  # warm-up
+    rates = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      for _ in range(steps):
+        fn()
+      rates.append(steps * batch_size / (time.perf_counter() - start))
+    result[mode] = {'images_per_s_median': statistics.median(rates), 'images_per_s_min': min(rates),
+                    'images_per_s_max': max(rates)}
+  return result
+
+
+def input_pipeline_benchmark(dataset: str, batch_size: int, steps: int = 200,
+                             data_dir: str = '') -> dict:
+  """Images/s the input pipelines deliver onto the devices (no training): the in-memory
+  loader (host batches + transfer) and grain streaming (host batches only)."""
+  from research import data
+  from research.data.streaming import GrainLoader
+  mesh = parallel.make_mesh()
+  sharding = parallel.batch_sharded(mesh)
+  split = data.load_split(dataset, 'train', data_dir)
+  loaders = {'in_memory': data.InMemoryLoader(split, batch_size, seed=0),
+             'grain': GrainLoader(dataset, 'train', data_dir, batch_size, seed=0)}
+  result = {}
+  for name, loader in loaders.items():
+    jax.block_until_ready(parallel.to_global(next(loader), sharding))
+    start = time.perf_counter()
+    for _ in range(steps):
+      batch = parallel.to_global(next(loader), sharding) if name == 'in_memory' else next(loader)
+    jax.block_until_ready(batch)
+    result[name] = steps * batch_size / (time.perf_counter() - start)
+  return result
+
+
 def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
               dtype='float32', repeats=5, steps=10) -> dict:
   model = build_model({'name': model_name, 'dtype': dtype}, num_classes)
@@ -75,10 +152,11 @@ def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
   infer_times, infer_compile = _time(infer, (state.params, state.batch_stats, batch['image']),
                                      steps, repeats, sync_each)
 
-  flops_per_image = summarize(build_model({'name': model_name}, num_classes), shape)[1]['flops']
+  totals = summarize(build_model({'name': model_name}, num_classes), shape)[1]
+  flops_per_image = totals['flops']
   result = {'model': model_name, 'batch_size': batch_size, 'image_size': image_size,
             'dtype': dtype, 'devices': f'{mesh.size} x {jax.devices()[0].device_kind}',
-            'forward_gflops_per_image': flops_per_image / 1e9}
+            'params': int(totals['params']), 'forward_gflops_per_image': flops_per_image / 1e9}
   for mode, times, compile_s, factor in (('train', train_times, train_compile, 3),
                                          ('inference', infer_times, infer_compile, 1)):
     rates = [steps * batch_size / t for t in times]
@@ -89,12 +167,18 @@ def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
   result['peak_memory_mib'] = (stats['peak_bytes_in_use'] / 2**20 if 'peak_bytes_in_use' in stats
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
   result['peak_memory_kind'] = 'device' if 'peak_bytes_in_use' in stats else 'process RSS'
+  result['matmul_peak_gflops_per_s'] = matmul_peak_gflops()
+  for mode in ('train', 'inference'):
+    result[mode]['percent_of_matmul_peak'] = (100 * result[mode]['gflops_per_s'] /
+                                              result['matmul_peak_gflops_per_s'])
   return result
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--model', required=True)
+  parser.add_argument('--model', default='', help='a zoo model (or use --input_pipeline)')
+  parser.add_argument('--input_pipeline', default='',
+                      help='instead of a model: the images/s a prepared tfds dataset is served at')
   parser.add_argument('--batch_size', type=int, default=128)
   parser.add_argument('--image_size', type=int, default=224)
   parser.add_argument('--channels', type=int, default=3)
@@ -103,7 +187,16 @@ def main(argv=None):
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--json', default='', help='also write the result to this file')
+  parser.add_argument('--torch', default='auto', choices=['auto', 'no', 'channels_last'],
+                      help='auto: also time PyTorch eager when torch is installed')
   args = parser.parse_args(argv)
+  if args.input_pipeline:
+    rates = input_pipeline_benchmark(args.input_pipeline, args.batch_size)
+    for name, rate in rates.items():
+      print(f'{args.input_pipeline} {name} loader, batch {args.batch_size}: {rate:,.0f} images/s')
+    return
+  if not args.model:
+    parser.error('give --model (or --input_pipeline)')
   r = benchmark(args.model, args.batch_size, args.image_size, args.channels, args.num_classes,
                 args.dtype, args.repeats, args.steps)
   print(f'{r["model"]}, batch {r["batch_size"]}, {r["image_size"]}px, {r["dtype"]}, {r["devices"]}')
@@ -112,7 +205,26 @@ def main(argv=None):
     print(f'  {mode:<9} {m["images_per_s_median"]:>10.1f} images/s (min {m["images_per_s_min"]:.1f}, '
           f'max {m["images_per_s_max"]:.1f})  {m["gflops_per_s"]:.1f} GFLOP/s  '
           f'compile {m["compile_s"]:.1f}s')
-  print(f'  peak memory {r["peak_memory_mib"]:.0f} MiB ({r["peak_memory_kind"]})')
+  print(f'  peak memory {r["peak_memory_mib"]:.0f} MiB ({r["peak_memory_kind"]}); float32 matmul '
+        f'peak {r["matmul_peak_gflops_per_s"]:.0f} GFLOP/s: train at '
+        f'{r["train"]["percent_of_matmul_peak"]:.0f}%, inference at '
+        f'{r["inference"]["percent_of_matmul_peak"]:.0f}%')
+  if args.torch != 'no':
+    t = torch_benchmark(args.model, args.batch_size, args.image_size, args.channels,
+                        args.num_classes, args.repeats, args.steps, args.torch == 'channels_last')
+    r['torch'] = t
+    if t is None:
+      print('  PyTorch: not installed (pip install -e ".[torch]") - no comparison')
+    else:
+      if t['params'] != r['params']:
+        print(f'  warning: the PyTorch model has {t["params"]:,} parameters, JAX {r["params"]:,}')
+      print(f'  PyTorch eager ({t["threads"]} threads{", channels_last" if args.torch == "channels_last" else ""}'
+            f'; {t["params"]:,} parameters):')
+      for mode in ('train', 'inference'):
+        ratio = r[mode]['images_per_s_median'] / t[mode]['images_per_s_median']
+        print(f'  {mode:<9} {t[mode]["images_per_s_median"]:>10.1f} images/s (min '
+              f'{t[mode]["images_per_s_min"]:.1f}, max {t[mode]["images_per_s_max"]:.1f})  '
+              f'JAX/PyTorch = {ratio:.2f}x')
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(r, f, indent=2)

@@ -59,3 +59,26 @@ def test_benchmark_reports_rates(capsys):
   benchmark.main(['--model=lenet5', '--batch_size=8', '--image_size=32', '--channels=1',
                   '--num_classes=10', '--repeats=1', '--steps=1'])
   assert 'images/s' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('name,channels,expected', [
+    ('resnet20', 3, 269_722), ('resnet56', 3, 853_018), ('lenet5', 1, 61_706),
+    ('simple_cnn', 1, 50_282), ('resnet18', 3, 11_181_642)])
+def test_torch_reference_models_match_the_jax_ones(name, channels, expected):
+  pytest.importorskip('torch', reason='torch is not installed (pip install -e ".[torch]")')
+  from research import torch_reference
+  model = torch_reference.build(name, 10, channels)
+  assert sum(p.numel() for p in model.parameters()) == expected
+  size = 28 if name == 'simple_cnn' else 32
+  assert count_params_jax(name, channels, size) == expected
+
+
+def count_params_jax(name, channels, size):
+  from research.models import count_params
+  return count_params(build_model({'name': name}, 10), (1, size, size, channels))
+
+
+@pytest.mark.real_data
+def test_input_pipeline_benchmark(mnist_data_dir):
+  rates = benchmark.input_pipeline_benchmark('mnist', 64, steps=10, data_dir=mnist_data_dir)
+  assert set(rates) == {'in_memory', 'grain'} and all(r > 0 for r in rates.values())
