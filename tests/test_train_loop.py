@@ -121,3 +121,14 @@ def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(mnist_data_dir, tmp_pat
   with pytest.raises(CheckpointError, match='checkpoint step 10 .* cannot be restored'):
     classification.run(config, str(tmp_path))
   assert os.path.isdir(state_dir) and (tmp_path / 'checkpoints' / '5').is_dir()
+
+
+def test_bfloat16_switch_trains_through_the_config(tmp_path):
+  config = load_config('cifar10_resnet20', **{
+      'model.dtype': 'bfloat16', 'train.num_steps': 3, 'train.batch_size': 16,
+      'train.eval_batch_size': 32, 'train.eval_every': 3, 'train.checkpoint_every': 3})
+  with tfds.testing.mock_data(num_examples=32):
+    summary = classification.run(config, str(tmp_path))
+  assert np.isfinite(summary['train/loss']) and np.isfinite(summary['test/loss'])
+  state = checkpointing.load_state(str(tmp_path))  # parameters stay float32
+  assert {np.asarray(x).dtype for x in jax.tree.leaves(state['params'])} == {np.dtype('float32')}
