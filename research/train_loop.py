@@ -117,10 +117,11 @@ def _improved(value: float, best: float | None, es) -> bool:
   return value > best + es.min_delta if es.mode == 'max' else value < best - es.min_delta
 
 
-def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+def _write_config(workdir: str, config: ml_collections.ConfigDict, resuming: bool) -> None:
+  """Writes config.json; when resuming, refuses a config that changes what is computed."""
   path = os.path.join(workdir, 'config.json')
   resolved = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
+  if resuming and os.path.exists(path):
     with open(path) as f:
       changed = [k for k in differing_keys(json.load(f), resolved) if k not in RESUMABLE_CHANGES]
     if changed:
@@ -137,8 +138,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
   # ------------------------------------------------------------------ Setup
   start_time = time.time()
   os.makedirs(workdir, exist_ok=True)
-  _write_config(workdir, config)
   t = config.train
+  checkpointer = Checkpointer(workdir, keep=t.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  try:
+    _write_config(workdir, config, resuming=latest is not None)
+  except CheckpointError:
+    checkpointer.close()
+    raise
   mesh = parallel.make_mesh()
   parallel.check_batch_size(t.batch_size, mesh)
   parallel.check_batch_size(t.eval_batch_size, mesh, 'eval batch size')
@@ -156,8 +163,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   loop_state = {'early_stopping': {'best': None, 'evals_without_improvement': 0},
                 'stopped_early': False}
-  checkpointer = Checkpointer(workdir, keep=t.keep_checkpoints)
-  latest = checkpointer.latest_step()
   if latest is None and config.transfer.init_from:
     state = _start_from_pretrained(state, optimizer, config.transfer, replicated)
   if latest is not None:

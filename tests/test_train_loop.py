@@ -106,6 +106,8 @@ def test_resume_with_a_different_config_is_refused(mnist_data_dir, tmp_path):
   changed = small_mnist(mnist_data_dir, **{'train.num_steps': 8, 'optimizer.learning_rate': 0.5})
   with pytest.raises(CheckpointError, match='differs at optimizer.learning_rate'):
     classification.run(changed, str(tmp_path))
+  shutil.rmtree(tmp_path / 'checkpoints')  # nothing to resume: a new config is welcome
+  assert classification.run(changed, str(tmp_path))['step'] == 8
 
 
 @pytest.mark.real_data
