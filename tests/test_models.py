@@ -75,3 +75,30 @@ def test_bfloat16_compute_keeps_float32_params():
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables['params']))
   assert model.apply(variables, jnp.zeros((1, 32, 32, 3))).dtype == jnp.float32
+
+
+@pytest.mark.parametrize('shape,window,strides,padding', [
+    ((3, 28, 28, 8), (2, 2), None, 'VALID'), ((2, 15, 9, 4), (2, 2), (2, 2), 'VALID'),
+    ((2, 12, 12, 3), (3, 3), (3, 3), 'VALID'), ((2, 13, 13, 3), (3, 3), (2, 2), 'VALID'),
+    ((2, 12, 12, 3), (3, 3), (2, 2), ((1, 1), (1, 1)))])
+def test_fast_max_pool_equals_flax_in_values_and_gradients(shape, window, strides, padding):
+  import flax.linen as nn
+
+  from research.models.layers import max_pool
+  x = jax.random.normal(jax.random.key(0), shape)  # no ties: gradients must agree exactly
+  ours = lambda x: max_pool(x, window, strides, padding)
+  flax_pool = lambda x: nn.max_pool(x, window, strides or window, padding=padding)
+  np.testing.assert_array_equal(ours(x), flax_pool(x))
+  loss = lambda pool: jax.grad(lambda x: jnp.sum(jnp.sin(pool(x))))(x)
+  np.testing.assert_allclose(loss(ours), loss(flax_pool), rtol=1e-6, atol=1e-7)
+
+
+def test_fast_max_pool_sends_tied_gradients_where_flax_does():
+  import flax.linen as nn
+
+  from research.models.layers import max_pool
+  x = jnp.round(jax.random.normal(jax.random.key(1), (2, 8, 8, 3)))  # many exact ties
+  x = x.at[:, :4].set(0.0)  # whole windows of equal values, as on MNIST's background
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * jnp.arange(1.0, 49.0).reshape(1, 4, 4, 3)))(x)
+  np.testing.assert_array_equal(grad(lambda x: max_pool(x, (2, 2))),
+                                grad(lambda x: nn.max_pool(x, (2, 2), (2, 2))))

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from research.errors import ConfigError
-from research.models.layers import adaptive_avg_pool, check_images
+from research.models.layers import adaptive_avg_pool, check_images, max_pool
 
 VGG_LAYERS = {
     11: (64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'),
@@ -77,7 +77,7 @@ class VGG(nn.Module):
     x = x.astype(self.dtype)
     for layer in VGG_LAYERS[self.depth]:
       if layer == 'M':
-        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = max_pool(x, (2, 2))
         features[f'stage{stage}' if stage else 'stem'] = x  # block 1 is the stem, 2-5 stages 1-4
         index, stage = index + 1, stage + 1
         continue

@@ -7,7 +7,7 @@ and lets other sizes (>= 16 px, e.g. unpadded 28x28 MNIST) through with the same
 import flax.linen as nn
 import jax.numpy as jnp
 
-from research.models.layers import adaptive_avg_pool, check_images
+from research.models.layers import adaptive_avg_pool, check_images, max_pool
 
 _ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu}
 
@@ -22,7 +22,7 @@ class LeNet5(nn.Module):
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
     check_images(x, 'LeNet5', min_size=16)
     act = _ACTIVATIONS[self.activation]
-    pool = nn.avg_pool if self.pooling == 'avg' else nn.max_pool
+    pool = nn.avg_pool if self.pooling == 'avg' else max_pool
     x = x.astype(self.dtype)
     features = {}
     x = pool(act(nn.Conv(6, (5, 5), padding='VALID', dtype=self.dtype, name='conv1')(x)), (2, 2), (2, 2))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from research.models.layers import adaptive_avg_pool, check_images
+from research.models.layers import adaptive_avg_pool, check_images, max_pool
 
 
 class SimpleCNN(nn.Module):
@@ -28,7 +28,7 @@ class SimpleCNN(nn.Module):
       x = nn.Conv(features, (3, 3), use_bias=False, dtype=self.dtype, name=f'conv{i + 1}')(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                        dtype=self.dtype, name=f'bn{i + 1}')(x)
-      x = nn.max_pool(nn.relu(x), (2, 2), (2, 2))
+      x = max_pool(nn.relu(x), (2, 2))
       captured[f'stage{i + 1}'] = x
     x = adaptive_avg_pool(x, tuple(self.grid)).reshape((x.shape[0], -1))
     captured['pre_logits'] = x
