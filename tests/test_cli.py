@@ -3,8 +3,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.helpers import REPO
 
 CONFIG = 'configs/classification/mnist_lenet5.py'

@@ -11,6 +11,8 @@ from research.models.resnet_cifar import (CifarResNet, ResNet20, ResNet32, ResNe
                                           ResNet110)
 from research.models.simple_cnn import SimpleCNN
 
+__all__ = ['MODELS', 'CifarResNet', 'LeNet5', 'SimpleCNN', 'build_model', 'count_params']
+
 MODELS = {
     'lenet5': LeNet5,
     'simple_cnn': SimpleCNN,
