@@ -25,11 +25,11 @@ from research.model_summary import summarize
 from research.models import build_model
 
 
-def _time(step, args, steps: int, repeats: int, sync_each: bool) -> tuple[list[float], float]:
-  """Seconds per repeat of `steps` calls; also the first call's (compile) time."""
+def _time(step, args, steps: int, repeats: int, sync_each: bool = False) -> tuple[list[float], float]:
+  """Seconds per repeat of `steps` calls, after one warm-up call beyond the first; also the
+  first call's (compile) time. Works for JAX (waits on the results) and eager PyTorch on CPU."""
   start = time.perf_counter()
-  state = step(*args)
-  jax.block_until_ready(state)
+  jax.block_until_ready(step(*args))
   compile_s = time.perf_counter() - start
   jax.block_until_ready(step(*args))  # warm-up beyond compilation
   times = []
@@ -44,16 +44,16 @@ def _time(step, args, steps: int, repeats: int, sync_each: bool) -> tuple[list[f
   return times, compile_s
 
 
+def _rates(times: list[float], images_per_repeat: int) -> dict:
+  rates = [images_per_repeat / t for t in times]
+  return {'images_per_s_median': statistics.median(rates), 'images_per_s_min': min(rates),
+          'images_per_s_max': max(rates)}
+
+
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
   """Median GFLOP/s of a float32 size^3 matmul on the default device: the peak we compare to."""
   a = jnp.ones((size, size), jnp.float32)
-  matmul = jax.jit(lambda a: a @ a)
-  jax.block_until_ready(matmul(a))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(matmul(a))
-    times.append(time.perf_counter() - start)
+  times, _ = _time(jax.jit(lambda a: a @ a), (a,), steps=1, repeats=repeats)
   return 2 * size ** 3 / statistics.median(times) / 1e9
 
 
@@ -86,16 +86,8 @@ def torch_benchmark(model_name, batch_size, image_size, channels, num_classes, r
   result = {'params': sum(p.numel() for p in model.parameters()), 'threads': torch.get_num_threads()}
   for mode, fn in (('train', train), ('inference', infer)):
     model.train(mode == 'train')
-    fn()
-    fn()  # warm-up
-    rates = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      for _ in range(steps):
-        fn()
-      rates.append(steps * batch_size / (time.perf_counter() - start))
-    result[mode] = {'images_per_s_median': statistics.median(rates), 'images_per_s_min': min(rates),
-                    'images_per_s_max': max(rates)}
+    times, _ = _time(fn, (), steps, repeats)  # torch on the CPU returns when the work is done
+    result[mode] = _rates(times, steps * batch_size)
   return result
 
 
@@ -159,10 +151,9 @@ def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
             'params': int(totals['params']), 'forward_gflops_per_image': flops_per_image / 1e9}
   for mode, times, compile_s, factor in (('train', train_times, train_compile, 3),
                                          ('inference', infer_times, infer_compile, 1)):
-    rates = [steps * batch_size / t for t in times]
-    result[mode] = {'images_per_s_median': statistics.median(rates), 'images_per_s_min': min(rates),
-                    'images_per_s_max': max(rates), 'compile_s': compile_s,
-                    'gflops_per_s': statistics.median(rates) * factor * flops_per_image / 1e9}
+    result[mode] = {**_rates(times, steps * batch_size), 'compile_s': compile_s}
+    result[mode]['gflops_per_s'] = (result[mode]['images_per_s_median'] * factor *
+                                    flops_per_image / 1e9)
   stats = jax.devices()[0].memory_stats() or {}
   result['peak_memory_mib'] = (stats['peak_bytes_in_use'] / 2**20 if 'peak_bytes_in_use' in stats
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -30,13 +30,13 @@ class Layer:
   activation_bytes: int
 
 
-def _in_call_order(tree, names=()):
+def in_call_order(tree, names=()):
   """(module path, output) for captured outputs, in the order the layers ran."""
   for key, value in tree.items():  # dicts keep insertion (= call) order; flattening would sort
     if key == '__call__':
       yield list(names), value[0]
     else:
-      yield from _in_call_order(value, (*names, key))
+      yield from in_call_order(value, (*names, key))
 
 
 def summarize(model, input_shape: tuple[int, ...]) -> tuple[list[Layer], dict]:
@@ -47,7 +47,7 @@ def summarize(model, input_shape: tuple[int, ...]) -> tuple[list[Layer], dict]:
                          mutable=['intermediates'])
   params = variables['params']
   rows = []
-  for names, output in _in_call_order(state['intermediates']):
+  for names, output in in_call_order(state['intermediates']):
     node = params
     for n in names:
       node = node.get(n, {}) if isinstance(node, dict) else {}

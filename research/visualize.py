@@ -15,6 +15,7 @@ import ml_collections
 
 from research import data, plotting
 from research.checkpointing import load_state
+from research.model_summary import in_call_order
 from research.models import build_model
 
 
@@ -22,12 +23,7 @@ def first_conv(model, variables, images):
   """(name, output) of the first nn.Conv the model runs on `images` (eval mode)."""
   _, state = model.apply(variables, images, capture_intermediates=lambda m, _: isinstance(m, nn.Conv),
                          mutable=['intermediates'])
-  path, node = [], state['intermediates']
-  while '__call__' not in node:  # the first key at each level is the first module called
-    name = next(iter(node))
-    path.append(name)
-    node = node[name]
-  return path, node['__call__'][0]
+  return next(in_call_order(state['intermediates']))
 
 
 def visualize(workdir: str, index: int = 0) -> list[str]:
