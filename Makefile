@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 # the original files in ../shared/datasets when that folder exists (no download), else online.
 export TFDS_DATA_DIR ?= $(CURDIR)/.data/tfds
 export TFDS_MANUAL_DIR ?= $(wildcard $(abspath $(CURDIR)/../shared/datasets))
+# glibc's allocator tuned for XLA:CPU (research/runtime.py; `python -m experiments.*` sets it
+# itself): huge pages, no per-step page faults for the step's buffers.
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295
 DEMO_CONFIG ?= configs/classification/mnist_cnn.py
 DEMO_WORKDIR ?= runs/demo
 

@@ -11,6 +11,7 @@ only: speed targets live in BENCHMARKS.md, not in tests.
 """
 import argparse
 import json
+import os
 import resource
 import statistics
 import time
@@ -22,7 +23,7 @@ import numpy as np
 from research import objectives, optim, parallel, train_loop
 from research.config import base_config
 from research.model_summary import summarize
-from research.models import build_model
+from research.models import build_model, conv
 
 
 def _time(step, args, steps: int, repeats: int, sync_each: bool = False) -> tuple[list[float], float]:
@@ -148,7 +149,8 @@ def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
   flops_per_image = totals['flops']
   result = {'model': model_name, 'batch_size': batch_size, 'image_size': image_size,
             'dtype': dtype, 'devices': f'{mesh.size} x {jax.devices()[0].device_kind}',
-            'params': int(totals['params']), 'forward_gflops_per_image': flops_per_image / 1e9}
+            'params': int(totals['params']), 'forward_gflops_per_image': flops_per_image / 1e9,
+            'convolutions': conv.describe()}
   for mode, times, compile_s, factor in (('train', train_times, train_compile, 3),
                                          ('inference', infer_times, infer_compile, 1)):
     result[mode] = {**_rates(times, steps * batch_size), 'compile_s': compile_s}
@@ -191,6 +193,8 @@ def main(argv=None):
   r = benchmark(args.model, args.batch_size, args.image_size, args.channels, args.num_classes,
                 args.dtype, args.repeats, args.steps)
   print(f'{r["model"]}, batch {r["batch_size"]}, {r["image_size"]}px, {r["dtype"]}, {r["devices"]}')
+  print(f'  process: GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")}; '
+        f'convolutions: {r["convolutions"]}')
   for mode in ('train', 'inference'):
     m = r[mode]
     print(f'  {mode:<9} {m["images_per_s_median"]:>10.1f} images/s (min {m["images_per_s_min"]:.1f}, '

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.models import build_model
+from research.models import build_model, conv
 
 _LEAF_LAYERS = (nn.Conv, nn.Dense, nn.BatchNorm)
 
@@ -61,7 +61,8 @@ def summarize(model, input_shape: tuple[int, ...]) -> tuple[list[Layer], dict]:
       kind, flops = 'norm', 0
     rows.append(Layer('/'.join(names), kind, tuple(output.shape[1:]), int(count), int(flops),
                       int(output.size * output.dtype.itemsize)))
-  compiled = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).compile()
+  with conv.choice('xla'):  # XLA cannot count the FLOPs of oneDNN's custom calls
+    compiled = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   totals = {'params': sum(np.size(v) for v in jax.tree.leaves(params)),

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from research.errors import ConfigError
+from research.models.conv import Conv
 from research.models.layers import adaptive_avg_pool, check_images, max_pool
 
 VGG_LAYERS = {
@@ -42,7 +43,7 @@ class AlexNet(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
     check_images(x, 'AlexNet', min_size=63)
-    conv = functools.partial(nn.Conv, dtype=self.dtype)
+    conv = functools.partial(Conv, dtype=self.dtype)
     pool = lambda y: nn.max_pool(y, (3, 3), (2, 2))
     features = {}
     x = x.astype(self.dtype)
@@ -81,7 +82,7 @@ class VGG(nn.Module):
         features[f'stage{stage}' if stage else 'stem'] = x  # block 1 is the stem, 2-5 stages 1-4
         index, stage = index + 1, stage + 1
         continue
-      x = nn.Conv(layer, (3, 3), padding=((1, 1),) * 2, dtype=self.dtype, name=f'features_{index}')(x)
+      x = Conv(layer, (3, 3), padding=((1, 1),) * 2, dtype=self.dtype, name=f'features_{index}')(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name=f'features_{index + 1}')(x)

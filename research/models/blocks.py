@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from research.models.conv import Conv
+
 ACTIVATIONS: dict[str, Callable] = {
     'relu': nn.relu, 'relu6': nn.relu6, 'silu': nn.silu, 'gelu': nn.gelu, 'tanh': jnp.tanh,
     'leaky_relu': functools.partial(nn.leaky_relu, negative_slope=0.1),  # YOLO's slope
@@ -49,7 +51,7 @@ class ConvBNAct(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     pad = self.dilation * (self.kernel_size - 1) // 2  # 'same' size at stride 1
-    x = nn.Conv(self.features, (self.kernel_size,) * 2, (self.strides,) * 2,
+    x = Conv(self.features, (self.kernel_size,) * 2, (self.strides,) * 2,
                 padding=((pad, pad), (pad, pad)), kernel_dilation=self.dilation,
                 feature_group_count=self.groups, use_bias=False, dtype=self.dtype, name='conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon,
@@ -86,7 +88,7 @@ class SpatialSelfAttention(nn.Module):
   def __call__(self, x, *, train: bool = False):
     n, h, w, c = x.shape
     inner = max(c // self.reduction, 1)
-    conv1x1 = lambda f, name: nn.Conv(f, (1, 1), dtype=self.dtype, name=name)
+    conv1x1 = lambda f, name: Conv(f, (1, 1), dtype=self.dtype, name=name)
     q = conv1x1(inner, 'query')(x).reshape(n, h * w, inner)
     k = conv1x1(inner, 'key')(x).reshape(n, h * w, inner)
     v = conv1x1(c, 'value')(x).reshape(n, h * w, c)
@@ -108,7 +110,7 @@ class YOLOHead(nn.Module):
   def __call__(self, features, *, train: bool = False):
     x = ConvBNAct(self.hidden, 3, activation='leaky_relu', dtype=self.dtype,
                   name='conv')(features, train=train)
-    x = nn.Conv(self.num_anchors * (5 + self.num_classes), (1, 1), dtype=self.dtype,
+    x = Conv(self.num_anchors * (5 + self.num_classes), (1, 1), dtype=self.dtype,
                 name='predict')(x)
     n, s1, s2, _ = x.shape
     return x.reshape(n, s1, s2, self.num_anchors, 5 + self.num_classes).astype(jnp.float32)

@@ -7,6 +7,7 @@ and lets other sizes (>= 16 px, e.g. unpadded 28x28 MNIST) through with the same
 import flax.linen as nn
 import jax.numpy as jnp
 
+from research.models.conv import Conv
 from research.models.layers import adaptive_avg_pool, check_images, max_pool
 
 _ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu}
@@ -25,9 +26,9 @@ class LeNet5(nn.Module):
     pool = nn.avg_pool if self.pooling == 'avg' else max_pool
     x = x.astype(self.dtype)
     features = {}
-    x = pool(act(nn.Conv(6, (5, 5), padding='VALID', dtype=self.dtype, name='conv1')(x)), (2, 2), (2, 2))
+    x = pool(act(Conv(6, (5, 5), padding='VALID', dtype=self.dtype, name='conv1')(x)), (2, 2), (2, 2))
     features['stage1'] = x
-    x = pool(act(nn.Conv(16, (5, 5), padding='VALID', dtype=self.dtype, name='conv2')(x)), (2, 2), (2, 2))
+    x = pool(act(Conv(16, (5, 5), padding='VALID', dtype=self.dtype, name='conv2')(x)), (2, 2), (2, 2))
     features['stage2'] = x
     x = adaptive_avg_pool(x, (5, 5)).reshape((x.shape[0], -1))
     x = act(nn.Dense(120, dtype=self.dtype, name='fc1')(x))

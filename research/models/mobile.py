@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from research.models.conv import Conv
 from research.models.layers import check_images
 
 # MobileNetV2: expansion t, channels c, repeats n, first stride s
@@ -19,7 +20,7 @@ EFFICIENTNET_B0 = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 
 
 def _conv_bn(x, features, kernel, strides, groups, act, train, dtype, eps, conv_name, bn_name):
   pad = (kernel - 1) // 2
-  x = nn.Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad),) * 2,
+  x = Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad),) * 2,
               feature_group_count=groups, use_bias=False, dtype=dtype, name=conv_name)(x)
   x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, dtype=dtype,
                    name=bn_name)(x)
@@ -92,8 +93,8 @@ class MBConv(nn.Module):
     y = layer(y, hidden, self.kernel, self.strides, hidden, nn.silu, i)
     squeeze = max(1, x.shape[-1] // 4)
     s = jnp.mean(y, axis=(1, 2), keepdims=True)
-    s = nn.silu(nn.Conv(squeeze, (1, 1), dtype=self.dtype, name=f'block_{i + 1}_fc1')(s))
-    y = y * nn.sigmoid(nn.Conv(hidden, (1, 1), dtype=self.dtype, name=f'block_{i + 1}_fc2')(s))
+    s = nn.silu(Conv(squeeze, (1, 1), dtype=self.dtype, name=f'block_{i + 1}_fc1')(s))
+    y = y * nn.sigmoid(Conv(hidden, (1, 1), dtype=self.dtype, name=f'block_{i + 1}_fc2')(s))
     y = layer(y, self.features, 1, 1, 1, None, i + 2)
     if self.strides != 1 or x.shape[-1] != self.features:
       return y

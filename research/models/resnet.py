@@ -9,6 +9,7 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from research.models.conv import Conv
 from research.models.layers import check_images
 
 
@@ -19,7 +20,7 @@ def _norm(train, dtype, name):
 
 def _conv(features, kernel, strides, dtype, name):
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad),) * 2,
+  return Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad),) * 2,
                  use_bias=False, dtype=dtype, name=name,
                  kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
 

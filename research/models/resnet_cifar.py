@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from research.errors import ConfigError
+from research.models.conv import Conv
 from research.models.layers import check_images
 
 
@@ -23,7 +24,7 @@ class BasicBlock(nn.Module):
   def __call__(self, x, *, train: bool):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), use_bias=False, dtype=self.dtype,
+    conv = functools.partial(Conv, kernel_size=(3, 3), use_bias=False, dtype=self.dtype,
                              kernel_init=nn.initializers.kaiming_normal())
     y = nn.relu(norm()(conv(self.features, strides=self.strides, padding=((1, 1), (1, 1)))(x)))
     y = norm()(conv(self.features, padding=((1, 1), (1, 1)))(y))
@@ -48,7 +49,7 @@ class CifarResNet(nn.Module):
     check_images(x, f'ResNet-{self.depth}', min_size=4)
     blocks_per_stage = (self.depth - 2) // 6
     x = x.astype(self.dtype)
-    x = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
+    x = Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
                 kernel_init=nn.initializers.kaiming_normal(), name='stem_conv')(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                              dtype=self.dtype, name='stem_bn')(x))

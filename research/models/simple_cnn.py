@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from research.models.conv import Conv
 from research.models.layers import adaptive_avg_pool, check_images, max_pool
 
 
@@ -25,7 +26,7 @@ class SimpleCNN(nn.Module):
     x = x.astype(self.dtype)
     captured = {}
     for i, features in enumerate(self.features):
-      x = nn.Conv(features, (3, 3), use_bias=False, dtype=self.dtype, name=f'conv{i + 1}')(x)
+      x = Conv(features, (3, 3), use_bias=False, dtype=self.dtype, name=f'conv{i + 1}')(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                        dtype=self.dtype, name=f'bn{i + 1}')(x)
       x = max_pool(nn.relu(x), (2, 2))

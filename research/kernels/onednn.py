@@ -1,0 +1,84 @@
+"""Builds, loads and registers the oneDNN convolution kernels of `onednn_conv.cc`.
+
+oneDNN (the library behind PyTorch's CPU convolutions) comes from the `onednn-cpu-gomp` and
+`onednn-devel-cpu-gomp` wheels, which install `libdnnl.so.3` and its headers into the Python
+prefix. The first use compiles `onednn_conv.cc` with the C++ compiler (`$CXX`, else g++) into
+`$CONVLAB_KERNEL_CACHE` (default `~/.cache/convlab/kernels`), named by a hash of everything that
+goes into it, so later processes only load it. `register()` says why when the kernels cannot be
+had; `research.models.conv` then uses XLA's convolutions.
+"""
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+
+SOURCE = Path(__file__).with_name('onednn_conv.cc')
+TARGETS = ('convlab_conv_forward', 'convlab_conv_backward_data', 'convlab_conv_backward_weights')
+LIBRARY = 'libdnnl.so.3'
+
+
+class KernelUnavailable(RuntimeError):
+  """The oneDNN kernels cannot be built or loaded here (the message says why)."""
+
+
+def onednn_prefix() -> Path:
+  """The prefix holding oneDNN's headers and library: $ONEDNN_ROOT, else this Python's."""
+  candidates = [os.environ['ONEDNN_ROOT']] if os.environ.get('ONEDNN_ROOT') else [sys.prefix]
+  for root in map(Path, candidates):
+    if (root / 'include/oneapi/dnnl/dnnl.hpp').exists() and (root / 'lib' / LIBRARY).exists():
+      return root
+  raise KernelUnavailable(f'oneDNN not found under {", ".join(candidates)} (install the package '
+                          f'with its Linux x86-64 dependencies onednn-cpu-gomp and '
+                          f'onednn-devel-cpu-gomp, or set ONEDNN_ROOT)')
+
+
+def build(prefix: Path) -> Path:
+  """Compiles the kernels (once per source, jax and oneDNN version) and returns the .so path."""
+  compiler = os.environ.get('CXX', 'g++')
+  if not shutil.which(compiler):
+    raise KernelUnavailable(f'no C++ compiler {compiler!r} to build {SOURCE.name}')
+  command = [compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
+             '-I', jax.ffi.include_dir(), '-I', str(prefix / 'include'), str(SOURCE),
+             '-L', str(prefix / 'lib'), f'-Wl,-rpath,{prefix / "lib"}', f'-l:{LIBRARY}']
+  digest = hashlib.sha256(SOURCE.read_bytes())
+  digest.update(' '.join([jax.__version__, str((prefix / 'lib' / LIBRARY).resolve())] +
+                         command).encode())
+  cache = Path(os.environ.get('CONVLAB_KERNEL_CACHE', Path.home() / '.cache/convlab/kernels'))
+  target = cache / f'libconvlab_onednn_{digest.hexdigest()[:16]}.so'
+  if target.exists():
+    return target
+  cache.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=cache) as tmp:  # concurrent builds each rename whole
+    out = Path(tmp) / target.name
+    done = subprocess.run(command + ['-o', str(out)], capture_output=True, text=True)
+    if done.returncode != 0:
+      raise KernelUnavailable(f'building {SOURCE.name} failed: {done.stderr.strip()[-2000:]}')
+    os.replace(out, target)
+  return target
+
+
+def register() -> None:
+  """Builds (if needed), loads and registers the kernels with XLA's CPU backend. Raises
+  KernelUnavailable, with the reason, where that cannot be done."""
+  if sys.platform != 'linux':
+    raise KernelUnavailable(f'the oneDNN kernels are built for Linux only (this is {sys.platform})')
+  library = ctypes.cdll.LoadLibrary(str(build(onednn_prefix())))
+  for name in TARGETS:
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform='cpu')
+
+
+@functools.cache
+def availability() -> str:
+  """'' when the kernels are usable, else the reason they are not (found out once a process)."""
+  try:
+    register()
+    return ''
+  except KernelUnavailable as e:
+    return str(e)

@@ -1,0 +1,229 @@
+// 2-D convolution on the CPU through oneDNN, as XLA FFI custom calls for JAX.
+//
+// Layouts are JAX's: images NHWC, kernels HWIO (I = input channels per group), float32.
+// Three calls, each with the same attributes (strides, padding, kernel dilation, groups):
+//   convlab_conv_forward        (x, w)  -> y
+//   convlab_conv_backward_data  (dy, w) -> dx   (dx's shape comes from the result buffer)
+//   convlab_conv_backward_weights (x, dy) -> dw
+// Kernels are passed to oneDNN in the layout it prefers (a small reorder); images are read
+// and written in place as NHWC. Primitives are cached per shape, so a jitted step pays the
+// oneDNN setup once; each call has its own scratchpad, so concurrent calls are safe. Built and loaded by research/kernels/onednn.py.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Dims = memory::dims;
+
+namespace {
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+struct Geometry {
+  int64_t n, c, h, w;      // input
+  int64_t o, oh, ow;       // output
+  int64_t kh, kw, groups;  // kernel
+  Dims strides, pad_lo, pad_hi, dilation;  // dilation in oneDNN's convention (0 = none)
+
+  Dims src() const { return {n, c, h, w}; }
+  Dims dst() const { return {n, o, oh, ow}; }
+  Dims weights() const {
+    if (groups == 1) return {o, c, kh, kw};
+    return {groups, o / groups, c / groups, kh, kw};
+  }
+  // HWIO with I = c / groups: the strides of oneDNN's logical weight dims in that layout.
+  memory::desc hwio() const {
+    const int64_t i = c / groups;
+    if (groups == 1) return memory::desc(weights(), memory::data_type::f32, Dims{1, o, kw * i * o, i * o});
+    const int64_t og = o / groups;
+    return memory::desc(weights(), memory::data_type::f32,
+                        Dims{og, 1, o, kw * i * o, i * o});
+  }
+  auto key() const {
+    return std::make_tuple(n, c, h, w, o, oh, ow, kh, kw, groups, strides, pad_lo, pad_hi, dilation);
+  }
+};
+
+memory::desc nhwc(const Dims& dims) {
+  return memory::desc(dims, memory::data_type::f32, memory::format_tag::nhwc);
+}
+memory::desc any(const Dims& dims) {
+  return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
+}
+
+Geometry MakeGeometry(ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
+                      ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> strides,
+                      ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+                      ffi::Span<const int64_t> dilation, int64_t groups) {
+  Geometry g;
+  g.n = x_dims[0]; g.h = x_dims[1]; g.w = x_dims[2]; g.c = x_dims[3];
+  g.kh = w_dims[0]; g.kw = w_dims[1]; g.o = w_dims[3];
+  g.oh = y_dims[1]; g.ow = y_dims[2];
+  g.groups = groups;
+  g.strides = {strides[0], strides[1]};
+  g.pad_lo = {pad_lo[0], pad_lo[1]};
+  g.pad_hi = {pad_hi[0], pad_hi[1]};
+  g.dilation = {dilation[0] - 1, dilation[1] - 1};
+  return g;
+}
+
+// Each call brings its own scratchpad: XLA may run one primitive on several threads at once.
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
+  return dnnl::convolution_forward::primitive_desc(
+      cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+      nhwc(g.src()), any(g.weights()), nhwc(g.dst()), g.strides, g.dilation, g.pad_lo, g.pad_hi,
+      UserScratchpad());
+}
+
+// One cache per kind of primitive; entries live for the process (a model has few shapes).
+template <typename Entry>
+Entry& Cached(const Geometry& g, std::map<decltype(g.key()), std::unique_ptr<Entry>>& cache,
+              std::mutex& mu) {
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[g.key()];
+  if (!slot) slot = std::make_unique<Entry>(g);
+  return *slot;
+}
+
+struct Forward {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  explicit Forward(const Geometry& g) : pd(ForwardDesc(g)), prim(pd) {}
+};
+struct BackwardData {
+  dnnl::convolution_backward_data::primitive_desc pd;
+  dnnl::convolution_backward_data prim;
+  explicit BackwardData(const Geometry& g)
+      : pd(cpu_engine(), dnnl::algorithm::convolution_direct, nhwc(g.src()), any(g.weights()),
+           nhwc(g.dst()), g.strides, g.dilation, g.pad_lo, g.pad_hi, ForwardDesc(g),
+           UserScratchpad()),
+        prim(pd) {}
+};
+struct BackwardWeights {
+  dnnl::convolution_backward_weights::primitive_desc pd;
+  dnnl::convolution_backward_weights prim;
+  explicit BackwardWeights(const Geometry& g)
+      : pd(cpu_engine(), dnnl::algorithm::convolution_direct, nhwc(g.src()), any(g.weights()),
+           nhwc(g.dst()), g.strides, g.dilation, g.pad_lo, g.pad_hi, ForwardDesc(g),
+           UserScratchpad()),
+        prim(pd) {}
+};
+
+// The user's HWIO kernel as a oneDNN memory in the layout `want` (reordered if it differs).
+memory KernelIn(const Geometry& g, const memory::desc& want, float* data, dnnl::stream& s,
+                std::vector<float>& scratch) {
+  memory user(g.hwio(), cpu_engine(), data);
+  if (want == user.get_desc()) return user;
+  scratch.resize(want.get_size() / sizeof(float));
+  memory converted(want, cpu_engine(), scratch.data());
+  dnnl::reorder(user, converted).execute(s, user, converted);
+  return converted;
+}
+
+template <typename F>
+ffi::Error Guarded(F&& body) {
+  try {
+    body();
+    return ffi::Error::Success();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + e.what());
+  }
+}
+
+#define CONV_ATTRS(binding)                            \
+  binding.Attr<ffi::Span<const int64_t>>("strides")    \
+      .Attr<ffi::Span<const int64_t>>("padding_lo")    \
+      .Attr<ffi::Span<const int64_t>>("padding_hi")    \
+      .Attr<ffi::Span<const int64_t>>("dilation")      \
+      .Attr<int64_t>("groups")
+
+using F32 = ffi::Buffer<ffi::F32>;
+using Span = ffi::Span<const int64_t>;
+
+ffi::Error ConvForward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, Span strides, Span pad_lo,
+                       Span pad_hi, Span dilation, int64_t groups) {
+  static std::map<decltype(Geometry().key()), std::unique_ptr<Forward>> cache;
+  static std::mutex mu;
+  return Guarded([&] {
+    Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, pad_lo,
+                              pad_hi, dilation, groups);
+    Forward& f = Cached(g, cache, mu);
+    dnnl::stream s(cpu_engine());
+    std::vector<float> scratch;
+    memory kernel = KernelIn(g, f.pd.weights_desc(), w.typed_data(), s, scratch);
+    memory src(f.pd.src_desc(), cpu_engine(), x.typed_data());
+    memory dst(f.pd.dst_desc(), cpu_engine(), y->typed_data());
+    memory scratchpad(f.pd.scratchpad_desc(), cpu_engine());
+    f.prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, kernel}, {DNNL_ARG_DST, dst},
+                       {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    s.wait();
+  });
+}
+
+ffi::Error ConvBackwardData(F32 dy, F32 w, ffi::ResultBuffer<ffi::F32> dx, Span strides,
+                            Span pad_lo, Span pad_hi, Span dilation, int64_t groups) {
+  static std::map<decltype(Geometry().key()), std::unique_ptr<BackwardData>> cache;
+  static std::mutex mu;
+  return Guarded([&] {
+    Geometry g = MakeGeometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, pad_lo,
+                              pad_hi, dilation, groups);
+    BackwardData& b = Cached(g, cache, mu);
+    dnnl::stream s(cpu_engine());
+    std::vector<float> scratch;
+    memory kernel = KernelIn(g, b.pd.weights_desc(), w.typed_data(), s, scratch);
+    memory diff_dst(b.pd.diff_dst_desc(), cpu_engine(), dy.typed_data());
+    memory diff_src(b.pd.diff_src_desc(), cpu_engine(), dx->typed_data());
+    memory scratchpad(b.pd.scratchpad_desc(), cpu_engine());
+    b.prim.execute(s, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, kernel},
+                       {DNNL_ARG_DIFF_SRC, diff_src}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    s.wait();
+  });
+}
+
+ffi::Error ConvBackwardWeights(F32 x, F32 dy, ffi::ResultBuffer<ffi::F32> dw, Span strides,
+                               Span pad_lo, Span pad_hi, Span dilation, int64_t groups) {
+  static std::map<decltype(Geometry().key()), std::unique_ptr<BackwardWeights>> cache;
+  static std::mutex mu;
+  return Guarded([&] {
+    Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, pad_lo,
+                              pad_hi, dilation, groups);
+    BackwardWeights& b = Cached(g, cache, mu);
+    dnnl::stream s(cpu_engine());
+    memory src(b.pd.src_desc(), cpu_engine(), x.typed_data());
+    memory diff_dst(b.pd.diff_dst_desc(), cpu_engine(), dy.typed_data());
+    memory user(g.hwio(), cpu_engine(), dw->typed_data());
+    const bool same = b.pd.diff_weights_desc() == user.get_desc();
+    memory diff_weights = same ? user : memory(b.pd.diff_weights_desc(), cpu_engine());
+    memory scratchpad(b.pd.scratchpad_desc(), cpu_engine());
+    b.prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
+                       {DNNL_ARG_DIFF_WEIGHTS, diff_weights}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    if (!same) dnnl::reorder(diff_weights, user).execute(s, diff_weights, user);
+    s.wait();
+  });
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(convlab_conv_forward, ConvForward,
+                              CONV_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(convlab_conv_backward_data, ConvBackwardData,
+                              CONV_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(convlab_conv_backward_weights, ConvBackwardWeights,
+                              CONV_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));

@@ -1,0 +1,144 @@
+"""The models' 2-D convolution: oneDNN's kernels on the CPU, XLA's everywhere else.
+
+`conv_general_dilated` has `lax.conv_general_dilated`'s signature and is what `Conv` (flax's
+`nn.Conv`) calls. On a single CPU device, for float32 NHWC images and HWIO kernels, it runs
+oneDNN's forward, backward-data and backward-weights convolutions (research/kernels), tied
+together by a custom VJP: XLA:CPU's own convolutions are 2.5-4x slower at ResNet-20's shapes
+and its weight gradient transposes every activation (BENCHMARKS.md). GPUs and TPUs, other
+layouts and dtypes, input dilation, batch groups, and processes with several CPU devices
+(whose SPMD partitioner would not split the custom calls) use XLA's convolution.
+
+`CONVLAB_CONV=xla` (or `onednn`) overrides the choice, and so does `with conv.choice('xla'):`
+(for one trace); both are read when a function is traced. `onednn` fails with the reason where
+the kernels cannot be had; the default `auto` then uses XLA.
+Equivalence with XLA's convolution, values and both gradients, is tested
+(tests/test_conv_backends.py).
+"""
+import contextlib
+import contextvars
+import functools
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from research.errors import ConfigError
+from research.kernels import onednn
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+CHOICES = ('auto', 'xla', 'onednn')
+
+
+_CHOICE = contextvars.ContextVar('convlab_conv', default='')
+
+
+@contextlib.contextmanager
+def choice(name: str):
+  """Functions traced inside use `name` ('auto', 'xla' or 'onednn') for their convolutions."""
+  if name not in CHOICES:
+    raise ConfigError(f'convolution backend {name!r}; expected one of {", ".join(CHOICES)}')
+  token = _CHOICE.set(name)
+  try:
+    yield
+  finally:
+    _CHOICE.reset(token)
+
+
+def backend_choice() -> str:
+  name = _CHOICE.get() or os.environ.get('CONVLAB_CONV', 'auto')
+  if name not in CHOICES:
+    raise ConfigError(f'CONVLAB_CONV={name!r}; expected one of {", ".join(CHOICES)}')
+  return name
+
+
+def _attributes(strides, padding, dilation, groups) -> dict:
+  return {'strides': np.array(strides, np.int64),
+          'padding_lo': np.array([lo for lo, _ in padding], np.int64),
+          'padding_hi': np.array([hi for _, hi in padding], np.int64),
+          'dilation': np.array(dilation, np.int64), 'groups': np.int64(groups)}
+
+
+def _call(target, shape, a, b, params):
+  return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
+                          vmap_method='sequential')(a, b, **_attributes(*params))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def onednn_conv(x, kernel, params):
+  """oneDNN's convolution of NHWC float32 `x` with an HWIO `kernel`; `params` is the hashable
+  (strides, padding pairs, kernel dilation, groups)."""
+  strides, padding, dilation, _ = params
+  out = [(size + lo + hi - d * (k - 1) - 1) // s + 1 for size, k, s, (lo, hi), d in
+         zip(x.shape[1:3], kernel.shape[:2], strides, padding, dilation)]
+  return _call('convlab_conv_forward', (x.shape[0], *out, kernel.shape[3]), x, kernel, params)
+
+
+def _forward(x, kernel, params):
+  return onednn_conv(x, kernel, params), (x, kernel)
+
+
+def _backward(params, residuals, dy):
+  x, kernel = residuals
+  return (_call('convlab_conv_backward_data', x.shape, dy, kernel, params),
+          _call('convlab_conv_backward_weights', kernel.shape, x, dy, params))
+
+
+onednn_conv.defvjp(_forward, _backward)
+
+
+def _onednn_applies(lhs, rhs, lhs_dilation, dimension_numbers, batch_group_count,
+                    preferred_element_type) -> bool:
+  choice = backend_choice()
+  if choice == 'xla':
+    return False
+  fits = (lhs.ndim == 4 and lhs.dtype == rhs.dtype == jnp.float32 and batch_group_count == 1
+          and all(d == 1 for d in (lhs_dilation or (1, 1)))
+          and preferred_element_type in (None, jnp.float32)
+          and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+          == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
+          and jax.default_backend() == 'cpu' and jax.device_count() == 1)
+  if choice == 'onednn':
+    reason = onednn.availability()
+    if reason:
+      raise ConfigError(f'CONVLAB_CONV=onednn: {reason}')
+    return fits
+  return fits and not onednn.availability()
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+  """`lax.conv_general_dilated`, computed by oneDNN where that applies (see the module doc)."""
+  if not _onednn_applies(lhs, rhs, lhs_dilation, dimension_numbers, batch_group_count,
+                         preferred_element_type):
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision,
+        preferred_element_type=preferred_element_type)
+  dilation = tuple(rhs_dilation or (1, 1))
+  if isinstance(padding, str):
+    window = [d * (k - 1) + 1 for d, k in zip(dilation, rhs.shape[:2])]
+    padding = lax.padtype_to_pads(lhs.shape[1:3], window, window_strides, padding)
+  params = (tuple(window_strides), tuple(tuple(p) for p in padding), dilation,
+            feature_group_count)
+  return onednn_conv(lhs, rhs, params)
+
+
+# flax's convolution layer with this module's convolution; same parameters and names.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+
+
+def describe() -> str:
+  """Which convolution float32 NHWC layers get in this process, and why, for logs."""
+  if backend_choice() == 'xla':
+    return 'XLA (CONVLAB_CONV=xla)'
+  if jax.default_backend() != 'cpu':
+    return f'XLA (on {jax.default_backend()})'
+  if jax.device_count() != 1:
+    return f'XLA ({jax.device_count()} CPU devices)'
+  reason = onednn.availability()
+  return f'XLA (oneDNN unavailable: {reason})' if reason else 'oneDNN'

@@ -1,0 +1,161 @@
+"""The oneDNN convolution (CPU) against XLA's: same values and gradients, and the dispatch."""
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from research import runtime
+from research.errors import ConfigError
+from research.kernels import onednn
+from research.models import build_model, conv
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_onednn = pytest.mark.skipif(bool(onednn.availability()),
+                                  reason=f'oneDNN kernels unavailable: {onednn.availability()}')
+
+# (image shape NHWC, kernel shape HWIO, strides, padding, kernel dilation, groups)
+CASES = [
+    ((4, 32, 32, 16), (3, 3, 16, 16), (1, 1), 'SAME', (1, 1), 1),       # ResNet-20 body
+    ((4, 32, 32, 16), (3, 3, 16, 32), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),  # downsampling
+    ((4, 32, 32, 16), (1, 1, 16, 32), (2, 2), 'VALID', (1, 1), 1),      # projection shortcut
+    ((3, 32, 32, 1), (5, 5, 1, 6), (1, 1), 'VALID', (1, 1), 1),         # LeNet-5 conv1
+    ((2, 17, 13, 12), (5, 3, 4, 6), (2, 1), ((2, 1), (0, 3)), (2, 1), 3),  # odd everything
+    ((2, 14, 14, 8), (3, 3, 1, 8), (1, 1), 'SAME', (1, 1), 8),          # depthwise
+    ((1, 9, 9, 3), (7, 7, 3, 5), (2, 2), 'SAME', (1, 1), 1),            # batch 1, big kernel
+    ((2, 15, 15, 4), (3, 3, 4, 4), (1, 1), 'SAME', (3, 3), 1),          # atrous
+]
+
+
+def _loss(impl, strides, padding, dilation, groups):
+  def loss(x, kernel, cotangent):
+    y = impl(x, kernel, strides, padding, rhs_dilation=dilation,
+             dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+    return jnp.sum(y * cotangent), y
+  return loss
+
+
+@needs_onednn
+@pytest.mark.parametrize('x_shape, k_shape, strides, padding, dilation, groups', CASES)
+def test_onednn_matches_xla_values_and_gradients(x_shape, k_shape, strides, padding, dilation,
+                                                 groups):
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], x_shape)
+  kernel = jax.random.normal(keys[1], k_shape) / np.sqrt(np.prod(k_shape[:3]))
+  y_shape = jax.eval_shape(_loss(lax.conv_general_dilated, strides, padding, dilation, groups),
+                           x, kernel, 0.0)[1].shape
+  cotangent = jax.random.normal(keys[2], y_shape)
+  results = {}
+  for name, impl in (('xla', lax.conv_general_dilated), ('onednn', conv.conv_general_dilated)):
+    fn = jax.jit(jax.value_and_grad(_loss(impl, strides, padding, dilation, groups),
+                                    argnums=(0, 1), has_aux=True))
+    assert ('convlab_conv' in fn.lower(x, kernel, cotangent).as_text()) == (name == 'onednn')
+    (_, y), (dx, dk) = fn(x, kernel, cotangent)
+    results[name] = (y, dx, dk)
+  for got, want in zip(results['onednn'], results['xla']):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(want))))
+
+
+@needs_onednn
+def test_resnet20_train_gradients_match_across_backends():
+  """A whole model: ResNet-20's loss gradients with oneDNN convolutions equal XLA's."""
+  model = build_model({'name': 'resnet20'}, 10)
+  x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+  labels = jnp.arange(8) % 10
+  variables = model.init(jax.random.key(0), x)
+
+  def loss(params):
+    logits, _ = model.apply({**variables, 'params': params}, x, train=True,
+                            mutable=['batch_stats'])
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+  grads = {}
+  for choice in ('xla', 'onednn'):
+    with conv.choice(choice):
+      grads[choice] = jax.jit(jax.grad(loss))(variables['params'])
+  for got, want in zip(jax.tree.leaves(grads['onednn']), jax.tree.leaves(grads['xla'])):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
+
+
+def _lowered(fn, *args) -> str:
+  return jax.jit(fn).lower(*args).as_text()
+
+
+@needs_onednn
+def test_dispatch_uses_xla_where_onednn_does_not_apply(monkeypatch):
+  x, kernel = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+  nhwc = ('NHWC', 'HWIO', 'NHWC')
+  plain = lambda x, k: conv.conv_general_dilated(x, k, (1, 1), 'SAME', dimension_numbers=nhwc)
+  assert 'convlab_conv_forward' in _lowered(plain, x, kernel)
+  # bfloat16, input dilation and other layouts stay with XLA.
+  assert 'convlab' not in _lowered(plain, x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  dilated = lambda x, k: conv.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), lhs_dilation=(2, 2),
+                                                   dimension_numbers=nhwc)
+  assert 'convlab' not in _lowered(dilated, x, kernel)
+  nchw = lambda x, k: conv.conv_general_dilated(x, k, (1, 1), 'SAME',
+                                                dimension_numbers=('NCHW', 'OIHW', 'NCHW'))
+  assert 'convlab' not in _lowered(nchw, jnp.ones((2, 4, 8, 8)), jnp.ones((4, 4, 3, 3)))
+  monkeypatch.setenv('CONVLAB_CONV', 'xla')  # read when a function is traced: a fresh one
+  assert 'convlab' not in _lowered(lambda x, k: plain(x, k), x, kernel)
+
+
+def test_a_bad_backend_choice_is_a_config_error(monkeypatch):
+  monkeypatch.setenv('CONVLAB_CONV', 'mkl')
+  with pytest.raises(ConfigError, match=r"CONVLAB_CONV='mkl'; expected one of auto, xla, onednn"):
+    conv.backend_choice()
+  with pytest.raises(ConfigError, match=r"convolution backend 'cudnn'; expected one of"):
+    with conv.choice('cudnn'):
+      pass
+  with conv.choice('xla'):  # the context wins over the environment, and ends with the block
+    assert conv.backend_choice() == 'xla'
+
+
+def test_onednn_requested_but_unavailable_says_why(monkeypatch):
+  monkeypatch.setenv('CONVLAB_CONV', 'onednn')
+  monkeypatch.setattr(onednn, 'availability', lambda: 'no C++ compiler here')
+  x, kernel = jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1))
+  with pytest.raises(ConfigError, match=re.escape('CONVLAB_CONV=onednn: no C++ compiler here')):
+    conv.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  monkeypatch.setenv('CONVLAB_CONV', 'auto')  # auto falls back to XLA's convolution
+  y = conv.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  assert float(y[0, 1, 1, 0]) == 9.0
+
+
+def test_missing_onednn_and_compiler_are_named(monkeypatch, tmp_path):
+  monkeypatch.setenv('ONEDNN_ROOT', str(tmp_path))
+  with pytest.raises(onednn.KernelUnavailable, match=f'oneDNN not found under {tmp_path}'):
+    onednn.onednn_prefix()
+  monkeypatch.setenv('CXX', 'no-such-compiler')
+  with pytest.raises(onednn.KernelUnavailable, match="no C\\+\\+ compiler 'no-such-compiler'"):
+    onednn.build(tmp_path)
+
+
+def test_allocator_tunables_merge_and_the_makefile_agrees():
+  env = runtime.tunables_env({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0:glibc.cpu.x=1'})
+  assert env['GLIBC_TUNABLES'] == ('glibc.malloc.hugetlb=0:glibc.cpu.x=1:'
+                                   'glibc.malloc.mmap_threshold=33554432:'
+                                   'glibc.malloc.trim_threshold=4294967295')
+  assert not runtime.needs_reexec(runtime.tunables_env({}))
+  assert not runtime.needs_reexec({'CONVLAB_ALLOCATOR': 'default'})
+  makefile = open(os.path.join(REPO, 'Makefile')).read()
+  assert re.search(r'GLIBC_TUNABLES \?= (\S+)', makefile).group(1) == ':'.join(runtime.TUNABLES)
+
+
+@needs_onednn
+def test_experiment_processes_restart_with_the_tuned_allocator():
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('GLIBC_TUNABLES', 'CONVLAB_REEXECUTED', 'CONVLAB_CONV')}
+  out = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--model=lenet5', '--image_size=32',
+       '--channels=1', '--num_classes=10', '--batch_size=8', '--repeats=1', '--steps=1',
+       '--torch=no'], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert f'GLIBC_TUNABLES={":".join(runtime.TUNABLES)}' in out.stdout
+  assert 'convolutions: oneDNN' in out.stdout
