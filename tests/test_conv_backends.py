@@ -83,6 +83,29 @@ def test_resnet20_train_gradients_match_across_backends():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
 
 
+@needs_onednn
+def test_onednn_convolution_under_vmap_matches_xla():
+  """Per-example gradients (vmap of grad) go through the custom calls one example at a time."""
+  x = jax.random.normal(jax.random.key(0), (3, 1, 8, 8, 2))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 2, 4))
+  def per_example(impl):
+    loss = lambda k, xi: jnp.sum(jnp.tanh(impl(xi, k, (1, 1), 'SAME',
+                                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'))))
+    return jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(kernel, x)
+  np.testing.assert_allclose(per_example(conv.conv_general_dilated),
+                             per_example(lax.conv_general_dilated), rtol=1e-5, atol=1e-5)
+
+
+def test_unwritable_kernel_cache_is_named(monkeypatch, tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  monkeypatch.setenv('CONVLAB_KERNEL_CACHE', str(blocker / 'cache'))
+  if onednn.availability():
+    pytest.skip(onednn.availability())
+  with pytest.raises(onednn.KernelUnavailable, match='cannot build into .*; set CONVLAB_KERNEL_CACHE'):
+    onednn.build(onednn.onednn_prefix())
+
+
 def _lowered(fn, *args) -> str:
   return jax.jit(fn).lower(*args).as_text()
 

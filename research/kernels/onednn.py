@@ -54,13 +54,16 @@ def build(prefix: Path) -> Path:
   target = cache / f'libconvlab_onednn_{digest.hexdigest()[:16]}.so'
   if target.exists():
     return target
-  cache.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=cache) as tmp:  # concurrent builds each rename whole
-    out = Path(tmp) / target.name
-    done = subprocess.run(command + ['-o', str(out)], capture_output=True, text=True)
-    if done.returncode != 0:
-      raise KernelUnavailable(f'building {SOURCE.name} failed: {done.stderr.strip()[-2000:]}')
-    os.replace(out, target)
+  try:
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:  # concurrent builds each rename whole
+      out = Path(tmp) / target.name
+      done = subprocess.run(command + ['-o', str(out)], capture_output=True, text=True)
+      if done.returncode != 0:
+        raise KernelUnavailable(f'building {SOURCE.name} failed: {done.stderr.strip()[-2000:]}')
+      os.replace(out, target)
+  except OSError as e:
+    raise KernelUnavailable(f'cannot build into {cache} ({e}); set CONVLAB_KERNEL_CACHE') from e
   return target
 
 
@@ -69,7 +72,11 @@ def register() -> None:
   KernelUnavailable, with the reason, where that cannot be done."""
   if sys.platform != 'linux':
     raise KernelUnavailable(f'the oneDNN kernels are built for Linux only (this is {sys.platform})')
-  library = ctypes.cdll.LoadLibrary(str(build(onednn_prefix())))
+  path = build(onednn_prefix())
+  try:
+    library = ctypes.cdll.LoadLibrary(str(path))
+  except OSError as e:
+    raise KernelUnavailable(f'cannot load {path}: {e}') from e
   for name in TARGETS:
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform='cpu')
 
