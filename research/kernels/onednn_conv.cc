@@ -157,6 +157,22 @@ ffi::Error Guarded(F&& body) {
 using F32 = ffi::Buffer<ffi::F32>;
 using Span = ffi::Span<const int64_t>;
 
+// Forward and backward-data have the same form: an NHWC image and the kernel in, an NHWC
+// image out (x -> y, and dy -> dx).
+template <typename Entry>
+void RunImageByKernel(Entry& e, const Geometry& g, float* in, const Dims& in_dims, int in_arg,
+                      float* kernel_data, float* out, const Dims& out_dims, int out_arg) {
+  dnnl::stream s(cpu_engine());
+  std::vector<float> scratch;
+  memory kernel = KernelIn(g, e.pd.weights_desc(), kernel_data, s, scratch);
+  memory image(nhwc(in_dims), cpu_engine(), in);
+  memory result(nhwc(out_dims), cpu_engine(), out);
+  memory scratchpad(e.pd.scratchpad_desc(), cpu_engine());
+  e.prim.execute(s, {{in_arg, image}, {DNNL_ARG_WEIGHTS, kernel}, {out_arg, result},
+                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
+  s.wait();
+}
+
 ffi::Error ConvForward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, Span strides, Span pad_lo,
                        Span pad_hi, Span dilation, int64_t groups) {
   static std::map<decltype(Geometry().key()), std::unique_ptr<Forward>> cache;
@@ -164,16 +180,8 @@ ffi::Error ConvForward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, Span strides
   return Guarded([&] {
     Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, pad_lo,
                               pad_hi, dilation, groups);
-    Forward& f = Cached(g, cache, mu);
-    dnnl::stream s(cpu_engine());
-    std::vector<float> scratch;
-    memory kernel = KernelIn(g, f.pd.weights_desc(), w.typed_data(), s, scratch);
-    memory src(f.pd.src_desc(), cpu_engine(), x.typed_data());
-    memory dst(f.pd.dst_desc(), cpu_engine(), y->typed_data());
-    memory scratchpad(f.pd.scratchpad_desc(), cpu_engine());
-    f.prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, kernel}, {DNNL_ARG_DST, dst},
-                       {DNNL_ARG_SCRATCHPAD, scratchpad}});
-    s.wait();
+    RunImageByKernel(Cached(g, cache, mu), g, x.typed_data(), g.src(), DNNL_ARG_SRC,
+                     w.typed_data(), y->typed_data(), g.dst(), DNNL_ARG_DST);
   });
 }
 
@@ -184,16 +192,8 @@ ffi::Error ConvBackwardData(F32 dy, F32 w, ffi::ResultBuffer<ffi::F32> dx, Span 
   return Guarded([&] {
     Geometry g = MakeGeometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, pad_lo,
                               pad_hi, dilation, groups);
-    BackwardData& b = Cached(g, cache, mu);
-    dnnl::stream s(cpu_engine());
-    std::vector<float> scratch;
-    memory kernel = KernelIn(g, b.pd.weights_desc(), w.typed_data(), s, scratch);
-    memory diff_dst(b.pd.diff_dst_desc(), cpu_engine(), dy.typed_data());
-    memory diff_src(b.pd.diff_src_desc(), cpu_engine(), dx->typed_data());
-    memory scratchpad(b.pd.scratchpad_desc(), cpu_engine());
-    b.prim.execute(s, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, kernel},
-                       {DNNL_ARG_DIFF_SRC, diff_src}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
-    s.wait();
+    RunImageByKernel(Cached(g, cache, mu), g, dy.typed_data(), g.dst(), DNNL_ARG_DIFF_DST,
+                     w.typed_data(), dx->typed_data(), g.src(), DNNL_ARG_DIFF_SRC);
   });
 }
 
