@@ -7,7 +7,9 @@ The batch is split over every device (data parallel, as in training). After warm
 `repeats` timings runs `steps` steps and waits for the result (block_until_ready); images/s
 is reported as median, min and max. Also: compile time, achieved GFLOP/s (forward FLOPs per
 image from research.model_summary; a train step counts 3x), and peak memory. Prints numbers
-only: speed targets live in BENCHMARKS.md, not in tests.
+only: speed targets live in BENCHMARKS.md, not in tests. The first line says which convolutions
+ran (oneDNN's on one CPU device; `CONVLAB_CONV=xla` for XLA's) and the allocator settings
+(research/runtime.py; `CONVLAB_ALLOCATOR=default` for glibc's defaults).
 """
 import argparse
 import json

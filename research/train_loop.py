@@ -27,6 +27,7 @@ from research.checkpointing import Checkpointer
 from research.config import differing_keys
 from research.data.in_memory import eval_batches
 from research.errors import CheckpointError, ConfigError, NonFiniteLossError
+from research.models import conv
 from research.objectives import Task
 from research.plotting import plot_training_curves
 from research.writers import MetricWriter, Progress, read_metrics
@@ -239,6 +240,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
              'num_params': int(num_params), 'total_steps': total_steps,
              'stopped_early': bool(loop_state['stopped_early']),
              'devices': f'{mesh.size} x {jax.devices()[0].device_kind}',
+             'convolutions': conv.describe(),
              'wall_time_s': round(time.time() - start_time, 1)}
   if es.metric and loop_state['early_stopping']['best'] is not None:
     summary[f'best/{es.metric}'] = loop_state['early_stopping']['best']

@@ -41,4 +41,5 @@ def test_a_few_hundred_steps_on_8_cpu_devices_finish(mnist_data_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.load(open(tmp_path / 'summary.json'))
   assert summary['devices'].startswith('8 x') and summary['step'] == 300
+  assert summary['convolutions'] == 'XLA (8 CPU devices)'  # oneDNN runs on one device only
   assert summary['test/accuracy'] > 0.9
