@@ -158,44 +158,33 @@ using F32 = ffi::Buffer<ffi::F32>;
 using Span = ffi::Span<const int64_t>;
 
 // Forward and backward-data have the same form: an NHWC image and the kernel in, an NHWC
-// image out (x -> y, and dy -> dx).
-template <typename Entry>
-void RunImageByKernel(Entry& e, const Geometry& g, float* in, const Dims& in_dims, int in_arg,
-                      float* kernel_data, float* out, const Dims& out_dims, int out_arg) {
-  dnnl::stream s(cpu_engine());
-  std::vector<float> scratch;
-  memory kernel = KernelIn(g, e.pd.weights_desc(), kernel_data, s, scratch);
-  memory image(nhwc(in_dims), cpu_engine(), in);
-  memory result(nhwc(out_dims), cpu_engine(), out);
-  memory scratchpad(e.pd.scratchpad_desc(), cpu_engine());
-  e.prim.execute(s, {{in_arg, image}, {DNNL_ARG_WEIGHTS, kernel}, {out_arg, result},
-                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
-  s.wait();
-}
-
-ffi::Error ConvForward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, Span strides, Span pad_lo,
-                       Span pad_hi, Span dilation, int64_t groups) {
-  static std::map<decltype(Geometry().key()), std::unique_ptr<Forward>> cache;
+// image out (x -> y, and dy -> dx). `kIsForward` tells which way round the images are.
+template <typename Entry, bool kIsForward, int InArg, int OutArg>
+ffi::Error ImageByKernel(F32 in, F32 w, ffi::ResultBuffer<ffi::F32> out, Span strides,
+                         Span pad_lo, Span pad_hi, Span dilation, int64_t groups) {
+  static std::map<decltype(Geometry().key()), std::unique_ptr<Entry>> cache;
   static std::mutex mu;
   return Guarded([&] {
-    Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, pad_lo,
-                              pad_hi, dilation, groups);
-    RunImageByKernel(Cached(g, cache, mu), g, x.typed_data(), g.src(), DNNL_ARG_SRC,
-                     w.typed_data(), y->typed_data(), g.dst(), DNNL_ARG_DST);
+    const auto x_dims = kIsForward ? in.dimensions() : out->dimensions();
+    const auto y_dims = kIsForward ? out->dimensions() : in.dimensions();
+    Geometry g = MakeGeometry(x_dims, w.dimensions(), y_dims, strides, pad_lo, pad_hi, dilation,
+                              groups);
+    Entry& e = Cached(g, cache, mu);
+    dnnl::stream s(cpu_engine());
+    std::vector<float> scratch;
+    memory kernel = KernelIn(g, e.pd.weights_desc(), w.typed_data(), s, scratch);
+    memory image(nhwc(kIsForward ? g.src() : g.dst()), cpu_engine(), in.typed_data());
+    memory result(nhwc(kIsForward ? g.dst() : g.src()), cpu_engine(), out->typed_data());
+    memory scratchpad(e.pd.scratchpad_desc(), cpu_engine());
+    e.prim.execute(s, {{InArg, image}, {DNNL_ARG_WEIGHTS, kernel}, {OutArg, result},
+                       {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    s.wait();
   });
 }
 
-ffi::Error ConvBackwardData(F32 dy, F32 w, ffi::ResultBuffer<ffi::F32> dx, Span strides,
-                            Span pad_lo, Span pad_hi, Span dilation, int64_t groups) {
-  static std::map<decltype(Geometry().key()), std::unique_ptr<BackwardData>> cache;
-  static std::mutex mu;
-  return Guarded([&] {
-    Geometry g = MakeGeometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, pad_lo,
-                              pad_hi, dilation, groups);
-    RunImageByKernel(Cached(g, cache, mu), g, dy.typed_data(), g.dst(), DNNL_ARG_DIFF_DST,
-                     w.typed_data(), dx->typed_data(), g.src(), DNNL_ARG_DIFF_SRC);
-  });
-}
+constexpr auto ConvForward = ImageByKernel<Forward, true, DNNL_ARG_SRC, DNNL_ARG_DST>;
+constexpr auto ConvBackwardData =
+    ImageByKernel<BackwardData, false, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC>;
 
 ffi::Error ConvBackwardWeights(F32 x, F32 dy, ffi::ResultBuffer<ffi::F32> dw, Span strides,
                                Span pad_lo, Span pad_hi, Span dilation, int64_t groups) {
