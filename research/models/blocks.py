@@ -52,8 +52,8 @@ class ConvBNAct(nn.Module):
   def __call__(self, x, *, train: bool = False):
     pad = self.dilation * (self.kernel_size - 1) // 2  # 'same' size at stride 1
     x = Conv(self.features, (self.kernel_size,) * 2, (self.strides,) * 2,
-                padding=((pad, pad), (pad, pad)), kernel_dilation=self.dilation,
-                feature_group_count=self.groups, use_bias=False, dtype=self.dtype, name='conv')(x)
+             padding=((pad, pad), (pad, pad)), kernel_dilation=self.dilation,
+             feature_group_count=self.groups, use_bias=False, dtype=self.dtype, name='conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon,
                      dtype=self.dtype, name='bn')(x)
     return ACTIVATIONS[self.activation](x)
@@ -111,7 +111,7 @@ class YOLOHead(nn.Module):
     x = ConvBNAct(self.hidden, 3, activation='leaky_relu', dtype=self.dtype,
                   name='conv')(features, train=train)
     x = Conv(self.num_anchors * (5 + self.num_classes), (1, 1), dtype=self.dtype,
-                name='predict')(x)
+             name='predict')(x)
     n, s1, s2, _ = x.shape
     return x.reshape(n, s1, s2, self.num_anchors, 5 + self.num_classes).astype(jnp.float32)
 

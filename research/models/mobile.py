@@ -21,7 +21,7 @@ EFFICIENTNET_B0 = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 
 def _conv_bn(x, features, kernel, strides, groups, act, train, dtype, eps, conv_name, bn_name):
   pad = (kernel - 1) // 2
   x = Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad),) * 2,
-              feature_group_count=groups, use_bias=False, dtype=dtype, name=conv_name)(x)
+           feature_group_count=groups, use_bias=False, dtype=dtype, name=conv_name)(x)
   x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, dtype=dtype,
                    name=bn_name)(x)
   return act(x) if act else x

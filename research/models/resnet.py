@@ -21,8 +21,8 @@ def _norm(train, dtype, name):
 def _conv(features, kernel, strides, dtype, name):
   pad = kernel // 2
   return Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad),) * 2,
-                 use_bias=False, dtype=dtype, name=name,
-                 kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
+              use_bias=False, dtype=dtype, name=name,
+              kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
 
 
 class BasicBlock(nn.Module):

@@ -50,7 +50,7 @@ class CifarResNet(nn.Module):
     blocks_per_stage = (self.depth - 2) // 6
     x = x.astype(self.dtype)
     x = Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
-                kernel_init=nn.initializers.kaiming_normal(), name='stem_conv')(x)
+             kernel_init=nn.initializers.kaiming_normal(), name='stem_conv')(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                              dtype=self.dtype, name='stem_bn')(x))
     features = {'stem': x}
