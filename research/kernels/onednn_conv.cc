@@ -107,24 +107,19 @@ struct Forward {
   dnnl::convolution_forward prim;
   explicit Forward(const Geometry& g) : pd(ForwardDesc(g)), prim(pd) {}
 };
-struct BackwardData {
-  dnnl::convolution_backward_data::primitive_desc pd;
-  dnnl::convolution_backward_data prim;
-  explicit BackwardData(const Geometry& g)
+// Both backward passes take the same descriptions: images, kernel, geometry, forward hint.
+template <typename Primitive>
+struct Backward {
+  typename Primitive::primitive_desc pd;
+  Primitive prim;
+  explicit Backward(const Geometry& g)
       : pd(cpu_engine(), dnnl::algorithm::convolution_direct, nhwc(g.src()), any(g.weights()),
            nhwc(g.dst()), g.strides, g.dilation, g.pad_lo, g.pad_hi, ForwardDesc(g),
            UserScratchpad()),
         prim(pd) {}
 };
-struct BackwardWeights {
-  dnnl::convolution_backward_weights::primitive_desc pd;
-  dnnl::convolution_backward_weights prim;
-  explicit BackwardWeights(const Geometry& g)
-      : pd(cpu_engine(), dnnl::algorithm::convolution_direct, nhwc(g.src()), any(g.weights()),
-           nhwc(g.dst()), g.strides, g.dilation, g.pad_lo, g.pad_hi, ForwardDesc(g),
-           UserScratchpad()),
-        prim(pd) {}
-};
+using BackwardData = Backward<dnnl::convolution_backward_data>;
+using BackwardWeights = Backward<dnnl::convolution_backward_weights>;
 
 // The user's HWIO kernel as a oneDNN memory in the layout `want` (reordered if it differs).
 memory KernelIn(const Geometry& g, const memory::desc& want, float* data, dnnl::stream& s,
