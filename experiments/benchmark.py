@@ -6,8 +6,11 @@
 The batch is split over every device (data parallel, as in training). After warm-up, each of
 `repeats` timings runs `steps` steps and waits for the result (block_until_ready); images/s
 is reported as median, min and max. Also: compile time, achieved GFLOP/s (forward FLOPs per
-image from research.model_summary; a train step counts 3x), and peak memory. Prints numbers
-only: speed targets live in BENCHMARKS.md, not in tests. The first line says which convolutions
+image from research.model_summary; a train step counts 3x) against a matmul peak measured in
+the same dtype (2048^3 on CPU, 8192^3 on an accelerator), MFU against the datasheet's peak
+where DATASHEET_PEAK_TFLOPS knows the chip, and peak memory. With torch installed, the same
+model in PyTorch eager on the same device (the GPU when JAX has one; bfloat16 via autocast)
+and the ratio. Prints numbers only: speed targets live in BENCHMARKS.md, not in tests. The first line says which convolutions
 ran (oneDNN's on one CPU device; `CONVLAB_CONV=xla` for XLA's) and the allocator settings
 (research/runtime.py; `CONVLAB_ALLOCATOR=default` for glibc's defaults).
 """
@@ -28,21 +31,23 @@ from research.model_summary import summarize
 from research.models import build_model, conv
 
 
-def _time(step, args, steps: int, repeats: int, sync_each: bool = False) -> tuple[list[float], float]:
+def _time(step, args, steps: int, repeats: int, sync_each: bool = False,
+          wait=jax.block_until_ready) -> tuple[list[float], float]:
   """Seconds per repeat of `steps` calls, after one warm-up call beyond the first; also the
-  first call's (compile) time. Works for JAX (waits on the results) and eager PyTorch on CPU."""
+  first call's (compile) time. `wait(out)` returns once `out` is computed: JAX's
+  block_until_ready, or a device synchronisation for PyTorch."""
   start = time.perf_counter()
-  jax.block_until_ready(step(*args))
+  wait(step(*args))
   compile_s = time.perf_counter() - start
-  jax.block_until_ready(step(*args))  # warm-up beyond compilation
+  wait(step(*args))  # warm-up beyond compilation
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     for _ in range(steps):
       out = step(*args)
       if sync_each:
-        jax.block_until_ready(out)
-    jax.block_until_ready(out)
+        wait(out)
+    wait(out)
     times.append(time.perf_counter() - start)
   return times, compile_s
 
@@ -53,43 +58,63 @@ def _rates(times: list[float], images_per_repeat: int) -> dict:
           'images_per_s_max': max(rates)}
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-  """Median GFLOP/s of a float32 size^3 matmul on the default device: the peak we compare to."""
-  a = jnp.ones((size, size), jnp.float32)
-  times, _ = _time(jax.jit(lambda a: a @ a), (a,), steps=1, repeats=repeats)
+# Dense matrix-unit peaks from vendors' datasheets, TFLOP/s per chip, for MFU (model FLOPs
+# utilisation). Leads, not measurements: the benchmark also measures a matmul peak itself.
+DATASHEET_PEAK_TFLOPS = {
+    ('NVIDIA H100 80GB HBM3', 'bfloat16'): 989.4, ('NVIDIA H200', 'bfloat16'): 989.4,
+    ('NVIDIA A100-SXM4-80GB', 'bfloat16'): 312.0, ('NVIDIA A100-SXM4-40GB', 'bfloat16'): 312.0,
+    ('TPU v4', 'bfloat16'): 275.0, ('TPU v5 lite', 'bfloat16'): 197.0,
+    ('TPU v5', 'bfloat16'): 459.0, ('TPU v6 lite', 'bfloat16'): 918.0,
+}
+
+
+def matmul_peak_gflops(dtype: str = 'float32', size: int = 0, repeats: int = 5) -> float:
+  """Median GFLOP/s of a size^3 matmul in `dtype` on the default device, on random values: the
+  peak we compare to. `size` 0: 2048 on CPU, 8192 on an accelerator (enough to fill it)."""
+  size = size or (2048 if jax.default_backend() == 'cpu' else 8192)
+  a, b = jax.random.normal(jax.random.key(0), (2, size, size), dtype)
+  times, _ = _time(jax.jit(jnp.matmul), (a, b), steps=1, repeats=repeats)
   return 2 * size ** 3 / statistics.median(times) / 1e9
 
 
 def torch_benchmark(model_name, batch_size, image_size, channels, num_classes, repeats, steps,
-                    channels_last=False) -> dict | None:
-  """The same train step (SGD momentum, cross-entropy) and inference in PyTorch eager, or None
-  when torch is not installed."""
+                    channels_last=False, dtype='float32') -> dict | None:
+  """The same train step (SGD momentum, cross-entropy) and inference in PyTorch eager, on the
+  GPU when JAX runs on one (bfloat16 through autocast, as the JAX model computes in bfloat16
+  with float32 parameters), or None when torch is not installed."""
   try:
     import torch
   except ImportError:
     return None
   from research import torch_reference
+  device = 'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu'
   torch.manual_seed(0)
   model = torch_reference.build(model_name, num_classes, channels)
   fmt = torch.channels_last if channels_last else torch.contiguous_format
-  model = model.to(memory_format=fmt)
-  x = torch.randn(batch_size, channels, image_size, image_size).to(memory_format=fmt)
-  y = torch.randint(0, num_classes, (batch_size,))
+  model = model.to(device=device, memory_format=fmt)
+  x = torch.randn(batch_size, channels, image_size, image_size, device=device).to(memory_format=fmt)
+  y = torch.randint(0, num_classes, (batch_size,), device=device)
   sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  autocast = lambda: torch.autocast(device, torch.bfloat16, enabled=dtype == 'bfloat16')
 
   def train():
     sgd.zero_grad(set_to_none=True)
-    torch.nn.functional.cross_entropy(model(x), y).backward()
+    with autocast():
+      loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
     sgd.step()
 
   def infer():
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
       model(x)
 
-  result = {'params': sum(p.numel() for p in model.parameters()), 'threads': torch.get_num_threads()}
+  # Eager PyTorch on the CPU returns when the work is done; on the GPU, synchronise.
+  wait = (lambda _: torch.cuda.synchronize()) if device == 'cuda' else (lambda _: None)
+  result = {'params': sum(p.numel() for p in model.parameters()), 'device': device,
+            'threads': torch.get_num_threads()}
   for mode, fn in (('train', train), ('inference', infer)):
     model.train(mode == 'train')
-    times, _ = _time(fn, (), steps, repeats)  # torch on the CPU returns when the work is done
+    times, _ = _time(fn, (), steps, repeats, wait=wait)
     result[mode] = _rates(times, steps * batch_size)
   return result
 
@@ -152,7 +177,7 @@ def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
   result = {'model': model_name, 'batch_size': batch_size, 'image_size': image_size,
             'dtype': dtype, 'devices': f'{mesh.size} x {jax.devices()[0].device_kind}',
             'params': int(totals['params']), 'forward_gflops_per_image': flops_per_image / 1e9,
-            'convolutions': conv.describe()}
+            'convolutions': conv.describe(dtype)}
   for mode, times, compile_s, factor in (('train', train_times, train_compile, 3),
                                          ('inference', infer_times, infer_compile, 1)):
     result[mode] = {**_rates(times, steps * batch_size), 'compile_s': compile_s}
@@ -162,10 +187,15 @@ def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
   result['peak_memory_mib'] = (stats['peak_bytes_in_use'] / 2**20 if 'peak_bytes_in_use' in stats
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
   result['peak_memory_kind'] = 'device' if 'peak_bytes_in_use' in stats else 'process RSS'
-  result['matmul_peak_gflops_per_s'] = matmul_peak_gflops()
+  result['matmul_peak_gflops_per_s'] = matmul_peak_gflops(dtype)
+  datasheet = DATASHEET_PEAK_TFLOPS.get((jax.devices()[0].device_kind, dtype))
+  result['datasheet_peak_tflops_per_s'] = datasheet and datasheet * mesh.size
   for mode in ('train', 'inference'):
     result[mode]['percent_of_matmul_peak'] = (100 * result[mode]['gflops_per_s'] /
                                               result['matmul_peak_gflops_per_s'])
+    if datasheet:
+      result[mode]['mfu_percent'] = (result[mode]['gflops_per_s'] / 10 /
+                                     result['datasheet_peak_tflops_per_s'])
   return result
 
 
@@ -202,21 +232,26 @@ def main(argv=None):
     print(f'  {mode:<9} {m["images_per_s_median"]:>10.1f} images/s (min {m["images_per_s_min"]:.1f}, '
           f'max {m["images_per_s_max"]:.1f})  {m["gflops_per_s"]:.1f} GFLOP/s  '
           f'compile {m["compile_s"]:.1f}s')
-  print(f'  peak memory {r["peak_memory_mib"]:.0f} MiB ({r["peak_memory_kind"]}); float32 matmul '
-        f'peak {r["matmul_peak_gflops_per_s"]:.0f} GFLOP/s: train at '
+  print(f'  peak memory {r["peak_memory_mib"]:.0f} MiB ({r["peak_memory_kind"]}); {r["dtype"]} matmul '
+        f'peak {r["matmul_peak_gflops_per_s"]:.0f} GFLOP/s (measured): train at '
         f'{r["train"]["percent_of_matmul_peak"]:.0f}%, inference at '
         f'{r["inference"]["percent_of_matmul_peak"]:.0f}%')
+  if r['datasheet_peak_tflops_per_s']:
+    print(f'  MFU against the datasheet\'s {r["datasheet_peak_tflops_per_s"]:.0f} TFLOP/s: train '
+          f'{r["train"]["mfu_percent"]:.1f}%, inference {r["inference"]["mfu_percent"]:.1f}%')
   if args.torch != 'no':
     t = torch_benchmark(args.model, args.batch_size, args.image_size, args.channels,
-                        args.num_classes, args.repeats, args.steps, args.torch == 'channels_last')
+                        args.num_classes, args.repeats, args.steps, args.torch == 'channels_last',
+                        args.dtype)
     r['torch'] = t
     if t is None:
       print('  PyTorch: not installed (pip install -e ".[torch]") - no comparison')
     else:
       if t['params'] != r['params']:
         print(f'  warning: the PyTorch model has {t["params"]:,} parameters, JAX {r["params"]:,}')
-      print(f'  PyTorch eager ({t["threads"]} threads{", channels_last" if args.torch == "channels_last" else ""}'
-            f'; {t["params"]:,} parameters):')
+      where = 'GPU' if t['device'] == 'cuda' else f'{t["threads"]} CPU threads'
+      print(f'  PyTorch eager ({where}{", channels_last" if args.torch == "channels_last" else ""}'
+            f'{", bfloat16 autocast" if args.dtype == "bfloat16" else ""}; {t["params"]:,} parameters):')
       for mode in ('train', 'inference'):
         ratio = r[mode]['images_per_s_median'] / t[mode]['images_per_s_median']
         print(f'  {mode:<9} {t[mode]["images_per_s_median"]:>10.1f} images/s (min '

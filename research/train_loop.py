@@ -240,7 +240,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
              'num_params': int(num_params), 'total_steps': total_steps,
              'stopped_early': bool(loop_state['stopped_early']),
              'devices': f'{mesh.size} x {jax.devices()[0].device_kind}',
-             'convolutions': conv.describe(),
+             'convolutions': conv.describe(config.model.get('dtype', 'float32')),
              'wall_time_s': round(time.time() - start_time, 1)}
   if es.metric and loop_state['early_stopping']['best'] is not None:
     summary[f'best/{es.metric}'] = loop_state['early_stopping']['best']

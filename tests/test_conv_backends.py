@@ -118,6 +118,7 @@ def test_dispatch_uses_xla_where_onednn_does_not_apply(monkeypatch):
   assert 'convlab_conv_forward' in _lowered(plain, x, kernel)
   # bfloat16, input dilation and other layouts stay with XLA.
   assert 'convlab' not in _lowered(plain, x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  assert conv.describe('bfloat16') == 'XLA (bfloat16; oneDNN runs float32 only)'
   dilated = lambda x, k: conv.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), lhs_dilation=(2, 2),
                                                    dimension_numbers=nhwc)
   assert 'convlab' not in _lowered(dilated, x, kernel)

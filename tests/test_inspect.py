@@ -7,7 +7,7 @@ import pytest
 
 from experiments import benchmark, classification
 from research import model_summary, visualize
-from research.models import build_model
+from research.models import build_model, conv
 from tests.helpers import small_mnist
 
 
@@ -49,12 +49,18 @@ def test_visualize_writes_feature_maps_and_kernels(mnist_data_dir, tmp_path):
       assert f.read(8) == b'\x89PNG\r\n\x1a\n' and os.path.getsize(path) > 2000
 
 
-def test_benchmark_reports_rates(capsys):
+def test_benchmark_reports_rates(capsys, monkeypatch):
+  # MFU is reported where the datasheet's peak for the chip is known: pretend it is for this CPU.
+  monkeypatch.setitem(benchmark.DATASHEET_PEAK_TFLOPS, (jax.devices()[0].device_kind, 'float32'), 2.0)
   result = benchmark.benchmark('lenet5', 16, 32, channels=1, num_classes=10, repeats=2, steps=2)
   for mode in ('train', 'inference'):
     m = result[mode]
     assert 0 < m['images_per_s_min'] <= m['images_per_s_median'] <= m['images_per_s_max']
     assert m['gflops_per_s'] > 0 and m['compile_s'] > 0
+    assert m['mfu_percent'] == pytest.approx(100 * m['gflops_per_s'] / 2000)
+    assert m['percent_of_matmul_peak'] == pytest.approx(
+        100 * m['gflops_per_s'] / result['matmul_peak_gflops_per_s'])
+  assert result['convolutions'] == conv.describe('float32')
   assert result['forward_gflops_per_image'] == pytest.approx(833_040 / 1e9)
   benchmark.main(['--model=lenet5', '--batch_size=8', '--image_size=32', '--channels=1',
                   '--num_classes=10', '--repeats=1', '--steps=1'])

@@ -132,8 +132,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
-def describe() -> str:
-  """Which convolution float32 NHWC layers get in this process, and why, for logs."""
+def describe(dtype='float32') -> str:
+  """Which convolution NHWC layers computing in `dtype` get in this process, and why, for logs."""
+  if jnp.dtype(dtype) != jnp.float32:
+    return f'XLA ({jnp.dtype(dtype).name}; oneDNN runs float32 only)'
   if backend_choice() == 'xla':
     return 'XLA (CONVLAB_CONV=xla)'
   if jax.default_backend() != 'cpu':
