@@ -10,8 +10,9 @@ image from research.model_summary; a train step counts 3x) against a matmul peak
 the same dtype (2048^3 on CPU, 8192^3 on an accelerator), MFU against the datasheet's peak
 where DATASHEET_PEAK_TFLOPS knows the chip, and peak memory. With torch installed, the same
 model in PyTorch eager on the same device (the GPU when JAX has one; bfloat16 via autocast)
-and the ratio. Prints numbers only: speed targets live in BENCHMARKS.md, not in tests. The first line says which convolutions
-ran (oneDNN's on one CPU device; `CONVLAB_CONV=xla` for XLA's) and the allocator settings
+and the ratio. `--profile`: where the train step's time goes (research/profiling.py). Prints
+numbers only: speed targets live in BENCHMARKS.md, not in tests. The first line says which
+convolutions ran (oneDNN's on one CPU device; `CONVLAB_CONV=xla` for XLA's) and the allocator settings
 (research/runtime.py; `CONVLAB_ALLOCATOR=default` for glibc's defaults).
 """
 import argparse
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research import objectives, optim, parallel, train_loop
+from research import objectives, optim, parallel, profiling, train_loop
 from research.config import base_config
 from research.model_summary import summarize
 from research.models import build_model, conv
@@ -142,7 +143,7 @@ def input_pipeline_benchmark(dataset: str, batch_size: int, steps: int = 200,
 
 
 def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
-              dtype='float32', repeats=5, steps=10) -> dict:
+              dtype='float32', repeats=5, steps=10, profile=False) -> dict:
   model = build_model({'name': model_name, 'dtype': dtype}, num_classes)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(batch_size, mesh)
@@ -187,6 +188,8 @@ def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
   result['peak_memory_mib'] = (stats['peak_bytes_in_use'] / 2**20 if 'peak_bytes_in_use' in stats
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
   result['peak_memory_kind'] = 'device' if 'peak_bytes_in_use' in stats else 'process RSS'
+  if profile:
+    result['train']['profile'] = profiling.breakdown(lambda s, b: train_step(s, b)[0], (state, batch))
   result['matmul_peak_gflops_per_s'] = matmul_peak_gflops(dtype)
   datasheet = DATASHEET_PEAK_TFLOPS.get((jax.devices()[0].device_kind, dtype))
   result['datasheet_peak_tflops_per_s'] = datasheet and datasheet * mesh.size
@@ -212,6 +215,8 @@ def main(argv=None):
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--json', default='', help='also write the result to this file')
+  parser.add_argument('--profile', action='store_true',
+                      help='also print where the train step spends its time, by kind of kernel')
   parser.add_argument('--torch', default='auto', choices=['auto', 'no', 'channels_last'],
                       help='auto: also time PyTorch eager when torch is installed')
   args = parser.parse_args(argv)
@@ -223,7 +228,7 @@ def main(argv=None):
   if not args.model:
     parser.error('give --model (or --input_pipeline)')
   r = benchmark(args.model, args.batch_size, args.image_size, args.channels, args.num_classes,
-                args.dtype, args.repeats, args.steps)
+                args.dtype, args.repeats, args.steps, args.profile)
   print(f'{r["model"]}, batch {r["batch_size"]}, {r["image_size"]}px, {r["dtype"]}, {r["devices"]}')
   print(f'  process: GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")}; '
         f'convolutions: {r["convolutions"]}')
@@ -236,6 +241,8 @@ def main(argv=None):
         f'peak {r["matmul_peak_gflops_per_s"]:.0f} GFLOP/s (measured): train at '
         f'{r["train"]["percent_of_matmul_peak"]:.0f}%, inference at '
         f'{r["inference"]["percent_of_matmul_peak"]:.0f}%')
+  if args.profile:
+    print(profiling.format_breakdown(r['train']['profile']))
   if r['datasheet_peak_tflops_per_s']:
     print(f'  MFU against the datasheet\'s {r["datasheet_peak_tflops_per_s"]:.0f} TFLOP/s: train '
           f'{r["train"]["mfu_percent"]:.1f}%, inference {r["inference"]["mfu_percent"]:.1f}%')

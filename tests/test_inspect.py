@@ -63,8 +63,9 @@ def test_benchmark_reports_rates(capsys, monkeypatch):
   assert result['convolutions'] == conv.describe('float32')
   assert result['forward_gflops_per_image'] == pytest.approx(833_040 / 1e9)
   benchmark.main(['--model=lenet5', '--batch_size=8', '--image_size=32', '--channels=1',
-                  '--num_classes=10', '--repeats=1', '--steps=1'])
-  assert 'images/s' in capsys.readouterr().out
+                  '--num_classes=10', '--repeats=1', '--steps=1', '--profile'])
+  out = capsys.readouterr().out
+  assert 'images/s' in out and 'per step while tracing' in out and 'convolution' in out
 
 
 @pytest.mark.parametrize('name,channels,expected', [
