@@ -134,7 +134,7 @@ Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 def describe(dtype='float32') -> str:
   """Which convolution NHWC layers computing in `dtype` get in this process, and why, for logs."""
-  if jnp.dtype(dtype) != jnp.float32:
+  if dtype is not None and jnp.dtype(dtype) != jnp.float32:
     return f'XLA ({jnp.dtype(dtype).name}; oneDNN runs float32 only)'
   if backend_choice() == 'xla':
     return 'XLA (CONVLAB_CONV=xla)'
