@@ -12,8 +12,8 @@ where DATASHEET_PEAK_TFLOPS knows the chip, and peak memory. With torch installe
 model in PyTorch eager on the same device (the GPU when JAX has one; bfloat16 via autocast)
 and the ratio. `--profile`: where the train step's time goes (research/profiling.py). Prints
 numbers only: speed targets live in BENCHMARKS.md, not in tests. The first line says which
-convolutions ran (oneDNN's on one CPU device; `CONVLAB_CONV=xla` for XLA's) and the allocator settings
-(research/runtime.py; `CONVLAB_ALLOCATOR=default` for glibc's defaults).
+convolutions ran (oneDNN's on one CPU device; `CONVLAB_CONV=xla` for XLA's) and the allocator
+settings (research/runtime.py; `CONVLAB_ALLOCATOR=default` for glibc's defaults).
 """
 import argparse
 import json
@@ -189,7 +189,8 @@ def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
   result['peak_memory_kind'] = 'device' if 'peak_bytes_in_use' in stats else 'process RSS'
   if profile:
-    result['train']['profile'] = profiling.breakdown(lambda s, b: train_step(s, b)[0], (state, batch))
+    result['train']['profile'] = profiling.breakdown(lambda s, b: train_step(s, b)[0],
+                                                     (state, batch))
   result['matmul_peak_gflops_per_s'] = matmul_peak_gflops(dtype)
   datasheet = DATASHEET_PEAK_TFLOPS.get((jax.devices()[0].device_kind, dtype))
   result['datasheet_peak_tflops_per_s'] = datasheet and datasheet * mesh.size
@@ -237,8 +238,8 @@ def main(argv=None):
     print(f'  {mode:<9} {m["images_per_s_median"]:>10.1f} images/s (min {m["images_per_s_min"]:.1f}, '
           f'max {m["images_per_s_max"]:.1f})  {m["gflops_per_s"]:.1f} GFLOP/s  '
           f'compile {m["compile_s"]:.1f}s')
-  print(f'  peak memory {r["peak_memory_mib"]:.0f} MiB ({r["peak_memory_kind"]}); {r["dtype"]} matmul '
-        f'peak {r["matmul_peak_gflops_per_s"]:.0f} GFLOP/s (measured): train at '
+  print(f'  peak memory {r["peak_memory_mib"]:.0f} MiB ({r["peak_memory_kind"]}); '
+        f'{r["dtype"]} matmul peak {r["matmul_peak_gflops_per_s"]:.0f} GFLOP/s (measured): train at '
         f'{r["train"]["percent_of_matmul_peak"]:.0f}%, inference at '
         f'{r["inference"]["percent_of_matmul_peak"]:.0f}%')
   if args.profile:
@@ -258,7 +259,8 @@ def main(argv=None):
         print(f'  warning: the PyTorch model has {t["params"]:,} parameters, JAX {r["params"]:,}')
       where = 'GPU' if t['device'] == 'cuda' else f'{t["threads"]} CPU threads'
       print(f'  PyTorch eager ({where}{", channels_last" if args.torch == "channels_last" else ""}'
-            f'{", bfloat16 autocast" if args.dtype == "bfloat16" else ""}; {t["params"]:,} parameters):')
+            f'{", bfloat16 autocast" if args.dtype == "bfloat16" else ""}; '
+            f'{t["params"]:,} parameters):')
       for mode in ('train', 'inference'):
         ratio = r[mode]['images_per_s_median'] / t[mode]['images_per_s_median']
         print(f'  {mode:<9} {t[mode]["images_per_s_median"]:>10.1f} images/s (min '

@@ -81,7 +81,8 @@ def breakdown(step, args, calls: int = 5, top: int = 10) -> dict:
     by_kind[kind_of(name)]['ms'] += ms
     by_kind[kind_of(name)]['kernels'] += launches[name] // calls
   total = sum(per_kernel.values())
-  return {'busy_ms_per_call': total, 'wall_ms_per_call': wall_ms, 'where': 'device' if on_device else 'cpu ops',
+  return {'busy_ms_per_call': total, 'wall_ms_per_call': wall_ms,
+          'where': 'device' if on_device else 'cpu ops',
           'by_kind': dict(sorted(by_kind.items(), key=lambda kv: -kv[1]['ms'])),
           'top': [(name, ms, launches[name] // calls) for name, ms in per_kernel.most_common(top)]}
 
@@ -91,7 +92,8 @@ def format_breakdown(result: dict) -> str:
   lines = [f'  profile: {result["wall_ms_per_call"]:.2f} ms per step while tracing, kernels busy '
            f'{total:.2f} ms ({result["where"]}):']
   for kind, v in result['by_kind'].items():
-    lines.append(f'    {v["ms"]:8.2f} ms {100 * v["ms"] / total:5.1f}%  {v["kernels"]:5d} kernels  {kind}')
+    share = 100 * v['ms'] / total
+    lines.append(f'    {v["ms"]:8.2f} ms {share:5.1f}%  {v["kernels"]:5d} kernels  {kind}')
   lines.append('  top kernels:')
   lines += [f'    {ms:8.2f} ms {n:4d}x  {name[:100]}' for name, ms, n in result['top']]
   return '\n'.join(lines)

@@ -51,7 +51,8 @@ def test_visualize_writes_feature_maps_and_kernels(mnist_data_dir, tmp_path):
 
 def test_benchmark_reports_rates(capsys, monkeypatch):
   # MFU is reported where the datasheet's peak for the chip is known: pretend it is for this CPU.
-  monkeypatch.setitem(benchmark.DATASHEET_PEAK_TFLOPS, (jax.devices()[0].device_kind, 'float32'), 2.0)
+  chip = (jax.devices()[0].device_kind, 'float32')
+  monkeypatch.setitem(benchmark.DATASHEET_PEAK_TFLOPS, chip, 2.0)
   result = benchmark.benchmark('lenet5', 16, 32, channels=1, num_classes=10, repeats=2, steps=2)
   for mode in ('train', 'inference'):
     m = result[mode]
