@@ -78,8 +78,9 @@ def breakdown(step, args, calls: int = 5, top: int = 10) -> dict:
     launches[e['name']] += 1
   by_kind = collections.defaultdict(lambda: {'ms': 0.0, 'kernels': 0})
   for name, ms in per_kernel.items():
-    by_kind[kind_of(name)]['ms'] += ms
-    by_kind[kind_of(name)]['kernels'] += launches[name] // calls
+    kind = by_kind[kind_of(name)]
+    kind['ms'] += ms
+    kind['kernels'] += launches[name] // calls
   total = sum(per_kernel.values())
   return {'busy_ms_per_call': total, 'wall_ms_per_call': wall_ms,
           'where': 'device' if on_device else 'cpu ops',
