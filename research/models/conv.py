@@ -89,23 +89,33 @@ def _backward(params, residuals, dy):
 onednn_conv.defvjp(_forward, _backward)
 
 
+def _why_xla(dtype) -> str:
+  """'' where oneDNN's kernels serve this process's convolutions computing in `dtype`, else
+  why XLA's convolution does (the layout and shape checks are `_onednn_applies`')."""
+  if dtype is not None and jnp.dtype(dtype) != jnp.float32:
+    return f'{jnp.dtype(dtype).name}; oneDNN runs float32 only'
+  if backend_choice() == 'xla':
+    return 'CONVLAB_CONV=xla'
+  if jax.default_backend() != 'cpu':
+    return f'on {jax.default_backend()}'
+  if jax.device_count() != 1:
+    return f'{jax.device_count()} CPU devices'
+  reason = onednn.availability()
+  return f'oneDNN unavailable: {reason}' if reason else ''
+
+
 def _onednn_applies(lhs, rhs, lhs_dilation, dimension_numbers, batch_group_count,
                     preferred_element_type) -> bool:
-  choice = backend_choice()
-  if choice == 'xla':
-    return False
-  fits = (lhs.ndim == 4 and lhs.dtype == rhs.dtype == jnp.float32 and batch_group_count == 1
-          and all(d == 1 for d in (lhs_dilation or (1, 1)))
-          and preferred_element_type in (None, jnp.float32)
-          and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-          == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
-          and jax.default_backend() == 'cpu' and jax.device_count() == 1)
-  if choice == 'onednn':
+  if backend_choice() == 'onednn':
     reason = onednn.availability()
     if reason:
       raise ConfigError(f'CONVLAB_CONV=onednn: {reason}')
-    return fits
-  return fits and not onednn.availability()
+  fits = (lhs.ndim == 4 and lhs.dtype == rhs.dtype and batch_group_count == 1
+          and all(d == 1 for d in (lhs_dilation or (1, 1)))
+          and preferred_element_type in (None, jnp.float32)
+          and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+          == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC))
+  return fits and not _why_xla(lhs.dtype)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -134,13 +144,5 @@ Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 def describe(dtype='float32') -> str:
   """Which convolution NHWC layers computing in `dtype` get in this process, and why, for logs."""
-  if dtype is not None and jnp.dtype(dtype) != jnp.float32:
-    return f'XLA ({jnp.dtype(dtype).name}; oneDNN runs float32 only)'
-  if backend_choice() == 'xla':
-    return 'XLA (CONVLAB_CONV=xla)'
-  if jax.default_backend() != 'cpu':
-    return f'XLA (on {jax.default_backend()})'
-  if jax.device_count() != 1:
-    return f'XLA ({jax.device_count()} CPU devices)'
-  reason = onednn.availability()
-  return f'XLA (oneDNN unavailable: {reason})' if reason else 'oneDNN'
+  reason = _why_xla(dtype)
+  return f'XLA ({reason})' if reason else 'oneDNN'

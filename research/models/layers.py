@@ -46,8 +46,6 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
   return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-
-
 def max_pool(x, window: tuple[int, int], strides: tuple[int, int] | None = None,
              padding='VALID'):
   """`flax.linen.max_pool`, with a fast path for non-overlapping windows (window == strides,
@@ -66,7 +64,6 @@ def max_pool(x, window: tuple[int, int], strides: tuple[int, int] | None = None,
   x = x[:, :h // kh * kh, :w // kw * kw, :]  # VALID drops the incomplete last windows
   windows = x.reshape(n, h // kh, kh, w // kw, kw, c).transpose(0, 1, 3, 5, 2, 4)
   return _max_to_first(windows.reshape(n, h // kh, w // kw, c, kh * kw), kh * kw)
-
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
