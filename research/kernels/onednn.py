@@ -20,7 +20,8 @@ from pathlib import Path
 import jax
 
 SOURCE = Path(__file__).with_name('onednn_conv.cc')
-TARGETS = ('convlab_conv_forward', 'convlab_conv_backward_data', 'convlab_conv_backward_weights')
+TARGETS = ('convlab_conv_forward', 'convlab_conv_backward_data', 'convlab_conv_backward_weights',
+           'convlab_materialize')
 LIBRARY = 'libdnnl.so.3'
 
 
@@ -44,7 +45,7 @@ def build(prefix: Path) -> Path:
   compiler = os.environ.get('CXX', 'g++')
   if not shutil.which(compiler):
     raise KernelUnavailable(f'no C++ compiler {compiler!r} to build {SOURCE.name}')
-  command = [compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
+  command = [compiler, '-O2', '-fopenmp', '-std=c++17', '-shared', '-fPIC', '-w',
              '-I', jax.ffi.include_dir(), '-I', str(prefix / 'include'), str(SOURCE),
              '-L', str(prefix / 'lib'), f'-Wl,-rpath,{prefix / "lib"}', f'-l:{LIBRARY}']
   digest = hashlib.sha256(SOURCE.read_bytes())

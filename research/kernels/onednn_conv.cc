@@ -5,16 +5,33 @@
 //   convlab_conv_forward        (x, w)  -> y
 //   convlab_conv_backward_data  (dy, w) -> dx   (dx's shape comes from the result buffer)
 //   convlab_conv_backward_weights (x, dy) -> dw
+// and convlab_materialize (x) -> x, in place, which XLA cannot see through (research/models/
+// residual.py says why that helps).
+//
+// Threads: each call splits the batch into one part per thread of XLA's intra-op pool and runs
+// every part as a single-threaded oneDNN primitive, on the calling thread and on the pool's. So
+// the convolutions use the threads XLA already keeps busy, instead of OpenMP teams of their own
+// that would wake, spin and compete with XLA's threads for the same cores between calls
+// (BENCHMARKS.md). The kernel gradient's parts are added in a fixed order: results do not
+// depend on which thread ran what.
+//
 // Kernels are passed to oneDNN in the layout it prefers (a small reorder); images are read
 // and written in place as NHWC. Primitives are cached per shape, so a jitted step pays the
-// oneDNN setup once; each call has its own scratchpad, so concurrent calls are safe. Built and loaded by research/kernels/onednn.py.
+// oneDNN setup once; each call has its own scratchpad, so concurrent calls are safe. Built and
+// loaded by research/kernels/onednn.py.
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include <omp.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -132,14 +149,61 @@ memory KernelIn(const Geometry& g, const memory::desc& want, float* data, dnnl::
   return converted;
 }
 
-template <typename F>
-ffi::Error Guarded(F&& body) {
-  try {
-    body();
-    return ffi::Error::Success();
-  } catch (const dnnl::error& e) {
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + e.what());
+// Work in `total` parts that the calling thread and pool threads claim one at a time: a pool
+// thread that starts late finds nothing left, so no thread ever waits on a queue.
+struct Parts {
+  Parts(int total, std::function<void(int)> work) : total(total), work(std::move(work)) {}
+  const int total;
+  const std::function<void(int)> work;
+  std::atomic<int> next{0};
+  int finished = 0;  // guarded by mu, as is error
+  std::string error;
+  std::mutex mu;
+  std::condition_variable all_finished;
+
+  void ClaimAndRun() {
+    for (int i; (i = next.fetch_add(1)) < total;) {
+      std::string failure;
+      const int threads = omp_get_max_threads();
+      omp_set_num_threads(1);  // oneDNN reads this thread's OpenMP setting; restored below
+      try {
+        work(i);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      omp_set_num_threads(threads);
+      std::lock_guard<std::mutex> lock(mu);
+      if (!failure.empty() && error.empty()) error = failure;
+      if (++finished == total) all_finished.notify_all();
+    }
   }
+};
+
+// Runs work(0), ..., work(total - 1) on this thread and XLA's pool; returns the first error.
+std::string RunParts(ffi::ThreadPool& pool, int total, std::function<void(int)> work) {
+  auto parts = std::make_shared<Parts>(total, std::move(work));
+  for (int i = 1; i < total; ++i) pool.Schedule([parts] { parts->ClaimAndRun(); });
+  parts->ClaimAndRun();
+  std::unique_lock<std::mutex> lock(parts->mu);
+  parts->all_finished.wait(lock, [&] { return parts->finished == parts->total; });
+  return parts->error;
+}
+
+// The batch [0, n) as contiguous (first, count) ranges, one per pool thread, sizes within 1.
+std::vector<std::pair<int64_t, int64_t>> BatchParts(int64_t n, ffi::ThreadPool& pool) {
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(n, pool.num_threads()));
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (int64_t p = 0, first = 0; p < parts; ++p) {
+    const int64_t count = n / parts + (p < n % parts);
+    ranges.emplace_back(first, count);
+    first += count;
+  }
+  return ranges;
+}
+
+ffi::Error Outcome(const std::string& error) {
+  if (error.empty()) return ffi::Error::Success();
+  return ffi::Error(ffi::ErrorCode::kInternal, "oneDNN convolution: " + error);
 }
 
 #define CONV_ATTRS(binding)                            \
@@ -149,50 +213,71 @@ ffi::Error Guarded(F&& body) {
       .Attr<ffi::Span<const int64_t>>("dilation")      \
       .Attr<int64_t>("groups")
 
+// Every convolution call: XLA's thread pool, two operands, one result and the attributes.
+#define CONV_BINDING \
+  CONV_ATTRS(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>().Ret<F32>())
+
 using F32 = ffi::Buffer<ffi::F32>;
 using Span = ffi::Span<const int64_t>;
 
 // Forward and backward-data have the same form: an NHWC image and the kernel in, an NHWC
 // image out (x -> y, and dy -> dx). `kIsForward` tells which way round the images are.
 template <typename Entry, bool kIsForward, int InArg, int OutArg>
-ffi::Error ImageByKernel(F32 in, F32 w, ffi::ResultBuffer<ffi::F32> out, Span strides,
-                         Span pad_lo, Span pad_hi, Span dilation, int64_t groups) {
+ffi::Error ImageByKernel(ffi::ThreadPool pool, F32 in, F32 w, ffi::ResultBuffer<ffi::F32> out,
+                         Span strides, Span pad_lo, Span pad_hi, Span dilation, int64_t groups) {
   static std::map<decltype(Geometry().key()), std::unique_ptr<Entry>> cache;
   static std::mutex mu;
-  return Guarded([&] {
-    const auto x_dims = kIsForward ? in.dimensions() : out->dimensions();
-    const auto y_dims = kIsForward ? out->dimensions() : in.dimensions();
-    Geometry g = MakeGeometry(x_dims, w.dimensions(), y_dims, strides, pad_lo, pad_hi, dilation,
-                              groups);
+  const auto x_dims = kIsForward ? in.dimensions() : out->dimensions();
+  const auto y_dims = kIsForward ? out->dimensions() : in.dimensions();
+  const Geometry all = MakeGeometry(x_dims, w.dimensions(), y_dims, strides, pad_lo, pad_hi,
+                                    dilation, groups);
+  const int64_t x_image = all.h * all.w * all.c, y_image = all.oh * all.ow * all.o;
+  const auto parts = BatchParts(all.n, pool);
+  return Outcome(RunParts(pool, parts.size(), [&](int p) {
+    Geometry g = all;
+    g.n = parts[p].second;
     Entry& e = Cached(g, cache, mu);
     dnnl::stream s(cpu_engine());
     std::vector<float> scratch;
     memory kernel = KernelIn(g, e.pd.weights_desc(), w.typed_data(), s, scratch);
-    memory image(nhwc(kIsForward ? g.src() : g.dst()), cpu_engine(), in.typed_data());
-    memory result(nhwc(kIsForward ? g.dst() : g.src()), cpu_engine(), out->typed_data());
+    const int64_t first = parts[p].first;
+    memory image(nhwc(kIsForward ? g.src() : g.dst()), cpu_engine(),
+                 in.typed_data() + first * (kIsForward ? x_image : y_image));
+    memory result(nhwc(kIsForward ? g.dst() : g.src()), cpu_engine(),
+                  out->typed_data() + first * (kIsForward ? y_image : x_image));
     memory scratchpad(e.pd.scratchpad_desc(), cpu_engine());
     e.prim.execute(s, {{InArg, image}, {DNNL_ARG_WEIGHTS, kernel}, {OutArg, result},
                        {DNNL_ARG_SCRATCHPAD, scratchpad}});
     s.wait();
-  });
+  }));
 }
 
 constexpr auto ConvForward = ImageByKernel<Forward, true, DNNL_ARG_SRC, DNNL_ARG_DST>;
 constexpr auto ConvBackwardData =
     ImageByKernel<BackwardData, false, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC>;
 
-ffi::Error ConvBackwardWeights(F32 x, F32 dy, ffi::ResultBuffer<ffi::F32> dw, Span strides,
-                               Span pad_lo, Span pad_hi, Span dilation, int64_t groups) {
+// Each part of the batch gives its kernel gradient in HWIO, the first straight into the result;
+// the others are added to it in order once all are done.
+ffi::Error ConvBackwardWeights(ffi::ThreadPool pool, F32 x, F32 dy,
+                               ffi::ResultBuffer<ffi::F32> dw, Span strides, Span pad_lo,
+                               Span pad_hi, Span dilation, int64_t groups) {
   static std::map<decltype(Geometry().key()), std::unique_ptr<BackwardWeights>> cache;
   static std::mutex mu;
-  return Guarded([&] {
-    Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, pad_lo,
-                              pad_hi, dilation, groups);
+  const Geometry all = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides,
+                                    pad_lo, pad_hi, dilation, groups);
+  const auto parts = BatchParts(all.n, pool);
+  const size_t size = dw->element_count();
+  std::vector<std::vector<float>> partial(parts.size() - 1, std::vector<float>(size));
+  const std::string error = RunParts(pool, parts.size(), [&](int p) {
+    Geometry g = all;
+    g.n = parts[p].second;
     BackwardWeights& b = Cached(g, cache, mu);
     dnnl::stream s(cpu_engine());
-    memory src(b.pd.src_desc(), cpu_engine(), x.typed_data());
-    memory diff_dst(b.pd.diff_dst_desc(), cpu_engine(), dy.typed_data());
-    memory user(g.hwio(), cpu_engine(), dw->typed_data());
+    const int64_t first = parts[p].first;
+    memory src(b.pd.src_desc(), cpu_engine(), x.typed_data() + first * all.h * all.w * all.c);
+    memory diff_dst(b.pd.diff_dst_desc(), cpu_engine(),
+                    dy.typed_data() + first * all.oh * all.ow * all.o);
+    memory user(g.hwio(), cpu_engine(), p == 0 ? dw->typed_data() : partial[p - 1].data());
     const bool same = b.pd.diff_weights_desc() == user.get_desc();
     memory diff_weights = same ? user : memory(b.pd.diff_weights_desc(), cpu_engine());
     memory scratchpad(b.pd.scratchpad_desc(), cpu_engine());
@@ -201,13 +286,26 @@ ffi::Error ConvBackwardWeights(F32 x, F32 dy, ffi::ResultBuffer<ffi::F32> dw, Sp
     if (!same) dnnl::reorder(diff_weights, user).execute(s, diff_weights, user);
     s.wait();
   });
+  float* sum = dw->typed_data();
+  for (const auto& part : partial)
+    for (size_t i = 0; i < size; ++i) sum[i] += part[i];
+  return Outcome(error);
+}
+
+// x -> x. The result shares x's buffer (input_output_aliases), so there is nothing to copy.
+ffi::Error Materialize(F32 x, ffi::ResultBuffer<ffi::F32> out) {
+  if (out->typed_data() != x.typed_data())
+    std::memcpy(out->typed_data(), x.typed_data(), x.size_bytes());
+  return ffi::Error::Success();
 }
 
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(convlab_conv_forward, ConvForward,
-                              CONV_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+                              CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(convlab_conv_backward_data, ConvBackwardData,
-                              CONV_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+                              CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(convlab_conv_backward_weights, ConvBackwardWeights,
-                              CONV_ATTRS(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
+                              CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(convlab_materialize, Materialize,
+                              ffi::Ffi::Bind().Arg<F32>().Ret<F32>());

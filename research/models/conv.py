@@ -142,6 +142,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
+def uses_onednn(dtype='float32') -> bool:
+  """Whether oneDNN's kernels serve this process's NHWC convolutions computing in `dtype`."""
+  return not _why_xla(dtype)
+
+
 def describe(dtype='float32') -> str:
   """Which convolution NHWC layers computing in `dtype` get in this process, and why, for logs."""
   reason = _why_xla(dtype)

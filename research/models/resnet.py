@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from research.models.conv import Conv
 from research.models.layers import check_images
+from research.models.residual import materialize, relu
 
 
 def _norm(train, dtype, name):
@@ -35,7 +36,7 @@ class BasicBlock(nn.Module):
   def __call__(self, x, *, train: bool):
     y = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(self.features, 3, self.strides, self.dtype, 'conv1')(x)))
     y = _norm(train, self.dtype, 'bn2')(_conv(self.features, 3, 1, self.dtype, 'conv2')(y))
-    return nn.relu(y + _shortcut(x, self.features, self.strides, train, self.dtype))
+    return materialize(relu(y + _shortcut(x, self.features, self.strides, train, self.dtype)))
 
 
 class Bottleneck(nn.Module):
@@ -49,7 +50,7 @@ class Bottleneck(nn.Module):
     y = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(self.features, 1, 1, self.dtype, 'conv1')(x)))
     y = nn.relu(_norm(train, self.dtype, 'bn2')(_conv(self.features, 3, self.strides, self.dtype, 'conv2')(y)))
     y = _norm(train, self.dtype, 'bn3')(_conv(self.features * 4, 1, 1, self.dtype, 'conv3')(y))
-    return nn.relu(y + _shortcut(x, self.features * 4, self.strides, train, self.dtype))
+    return materialize(relu(y + _shortcut(x, self.features * 4, self.strides, train, self.dtype)))
 
 
 def _shortcut(x, features, strides, train, dtype):
@@ -70,7 +71,7 @@ class ResNet(nn.Module):
     features = {}
     x = x.astype(self.dtype)
     x = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(64, 7, 2, self.dtype, 'conv1')(x)))
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = materialize(nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1))))
     features['stem'] = x
     for stage, blocks in enumerate(self.stage_sizes):
       for i in range(blocks):

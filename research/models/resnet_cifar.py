@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from research.errors import ConfigError
 from research.models.conv import Conv
 from research.models.layers import check_images
+from research.models.residual import materialize, relu
 
 
 class BasicBlock(nn.Module):
@@ -33,7 +34,7 @@ class BasicBlock(nn.Module):
       shortcut = x[:, ::self.strides, ::self.strides, :]
       extra = self.features - x.shape[-1]
       shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
-    return nn.relu(y + shortcut)
+    return materialize(relu(y + shortcut))
 
 
 class CifarResNet(nn.Module):
@@ -51,8 +52,8 @@ class CifarResNet(nn.Module):
     x = x.astype(self.dtype)
     x = Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
              kernel_init=nn.initializers.kaiming_normal(), name='stem_conv')(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                             dtype=self.dtype, name='stem_bn')(x))
+    x = materialize(relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                      dtype=self.dtype, name='stem_bn')(x)))
     features = {'stem': x}
     for stage in range(3):
       for block in range(blocks_per_stage):
