@@ -2,11 +2,12 @@
 
 `conv_general_dilated` has `lax.conv_general_dilated`'s signature and is what `Conv` (flax's
 `nn.Conv`) calls. On a single CPU device, for float32 NHWC images and HWIO kernels, it runs
-oneDNN's forward, backward-data and backward-weights convolutions (research/kernels), tied
-together by a custom VJP: XLA:CPU's own convolutions are 2.5-4x slower at ResNet-20's shapes
-and its weight gradient transposes every activation (BENCHMARKS.md). GPUs and TPUs, other
-layouts and dtypes, input dilation, batch groups, and processes with several CPU devices
-(whose SPMD partitioner would not split the custom calls) use XLA's convolution.
+oneDNN's forward, backward-data and backward-weights convolutions (research/kernels; each
+call splits its batch over XLA's intra-op threads), tied together by a custom VJP: XLA:CPU's
+own convolutions are 2.5-4x slower at ResNet-20's shapes and its weight gradient transposes
+every activation (BENCHMARKS.md). GPUs and TPUs, other layouts and dtypes, input dilation,
+batch groups, and processes with several CPU devices (whose SPMD partitioner would not split
+the custom calls) use XLA's convolution.
 
 `CONVLAB_CONV=xla` (or `onednn`) overrides the choice, and so does `with conv.choice('xla'):`
 (for one trace); both are read when a function is traced. `onednn` fails with the reason where
