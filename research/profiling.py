@@ -3,7 +3,9 @@ kernel (convolution, matmul, reduction, elementwise, copy).
 
 On a GPU or TPU the trace has one timeline per device and every kernel on it is counted. On the
 CPU the operations XLA ran (fusions, convolutions, ConvLab's oneDNN custom calls) are counted
-by name, and the runtime's and Python's own spans are left out.
+by name, and the runtime's and Python's own spans are left out. A CPU trace does not name a
+custom call's target, so every `ffi_call` counts as a convolution, including the residual
+blocks' `materialize` calls (research/models/residual.py), which take no time.
 """
 import collections
 import glob
@@ -35,8 +37,18 @@ _CPU_OP = re.compile(r'^(ffi_call|custom-call|convolution|conv_general_dilated|d
                      r'transpose|[a-z_]*fusion|wrapped_[a-z_]+)([._-][\w.-]*)?$')
 
 
+# XLA names a fusion after the operations in it (`maximum_copy_fusion.8`). A fusion is a copy
+# only when it does nothing else: a copy fused into a producer (XLA's copy before an in-place
+# custom call, for instance) adds no pass of its own.
+_XLA_FUSION = re.compile(r'^(?:loop_|input_)?([a-z_]+?)_fusion([._][\w.]*)?$')
+_COPY_OPS = {'copy', 'transpose', 'bitcast'}
+
+
 def kind_of(kernel_name: str) -> str:
   name = kernel_name.lower()
+  fusion = _XLA_FUSION.match(name)
+  if fusion and not set(fusion.group(1).split('_')) <= _COPY_OPS:
+    name = '_'.join(w for w in name.split('_') if w not in _COPY_OPS)
   for kind, needles in _KINDS:
     if any(n in name for n in needles):
       return kind

@@ -21,6 +21,7 @@ NHWC = ('NHWC', 'HWIO', 'NHWC')
     # XLA:CPU operation names.
     ('ffi_call.73', 'convolution'), ('conv_general_dilated.196', 'convolution'),
     ('convert_fusion.2', 'elementwise'), ('transpose_copy_fusion.169', 'copy'),
+    ('maximum_copy_fusion.8', 'elementwise'), ('copy_fusion', 'copy'), ('copy.27', 'copy'),
     ('ynn_fusion.109', 'YNNPACK/XNNPACK fusion'), ('something_else', 'other'),
 ])
 def test_kernel_names_are_sorted_into_kinds(name, kind):
