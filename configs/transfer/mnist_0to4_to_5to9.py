@@ -7,7 +7,7 @@ model trained from scratch with the same data and steps. Test: the 4,861 test im
     python -m experiments.transfer --config=configs/transfer/mnist_0to4_to_5to9.py \
         --workdir=runs/transfer_mnist
 
-Expected (measured 2026-11-22 on 2 CPU cores, 21 s for all three runs): pretrain 0.9967 on
+Expected (measured 2026-11-22 on 2 CPU cores, 19-21 s for all three runs): pretrain 0.9967 on
 digits 0-4; on digits 5-9 fine-tuned 0.9535 vs from scratch 0.9449. With a smaller budget
 (`--config.finetune.data.train_split='train[:200]'`, i.e. 99 examples of 5-9, and
 `--config.finetune.train.num_steps=60 --config.finetune.train.eval_every=30
