@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from research.errors import ConfigError
 from research.models.conv import Conv
 from research.models.layers import adaptive_avg_pool, check_images, max_pool
+from research.models.norm import BatchNorm
 
 VGG_LAYERS = {
     11: (64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'),
@@ -84,8 +85,8 @@ class VGG(nn.Module):
         continue
       x = Conv(layer, (3, 3), padding=((1, 1),) * 2, dtype=self.dtype, name=f'features_{index}')(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype, name=f'features_{index + 1}')(x)
+        x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      dtype=self.dtype, name=f'features_{index + 1}')(x)
       x = nn.relu(x)
       index += 3 if self.batch_norm else 2
     x = adaptive_avg_pool(x, (7, 7)).reshape((x.shape[0], -1))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from research.models.conv import Conv
+from research.models.norm import BatchNorm
 
 ACTIVATIONS: dict[str, Callable] = {
     'relu': nn.relu, 'relu6': nn.relu6, 'silu': nn.silu, 'gelu': nn.gelu, 'tanh': jnp.tanh,
@@ -54,8 +55,8 @@ class ConvBNAct(nn.Module):
     x = Conv(self.features, (self.kernel_size,) * 2, (self.strides,) * 2,
              padding=((pad, pad), (pad, pad)), kernel_dilation=self.dilation,
              feature_group_count=self.groups, use_bias=False, dtype=self.dtype, name='conv')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon,
-                     dtype=self.dtype, name='bn')(x)
+    x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon,
+                  dtype=self.dtype, name='bn')(x)
     return ACTIVATIONS[self.activation](x)
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from research.models.conv import Conv
 from research.models.layers import check_images
+from research.models.norm import BatchNorm
 
 # MobileNetV2: expansion t, channels c, repeats n, first stride s
 MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -22,8 +23,8 @@ def _conv_bn(x, features, kernel, strides, groups, act, train, dtype, eps, conv_
   pad = (kernel - 1) // 2
   x = Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad),) * 2,
            feature_group_count=groups, use_bias=False, dtype=dtype, name=conv_name)(x)
-  x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, dtype=dtype,
-                   name=bn_name)(x)
+  x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, dtype=dtype,
+                name=bn_name)(x)
   return act(x) if act else x
 
 

@@ -11,12 +11,13 @@ import jax.numpy as jnp
 
 from research.models.conv import Conv
 from research.models.layers import check_images
+from research.models.norm import BatchNorm
 from research.models.residual import materialize, relu
 
 
 def _norm(train, dtype, name):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                      name=name)
+  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                   name=name)
 
 
 def _conv(features, kernel, strides, dtype, name):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from research.errors import ConfigError
 from research.models.conv import Conv
 from research.models.layers import check_images
+from research.models.norm import BatchNorm
 from research.models.residual import materialize, relu
 
 
@@ -23,7 +24,7 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     conv = functools.partial(Conv, kernel_size=(3, 3), use_bias=False, dtype=self.dtype,
                              kernel_init=nn.initializers.kaiming_normal())
@@ -52,8 +53,8 @@ class CifarResNet(nn.Module):
     x = x.astype(self.dtype)
     x = Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
              kernel_init=nn.initializers.kaiming_normal(), name='stem_conv')(x)
-    x = materialize(relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                      dtype=self.dtype, name='stem_bn')(x)))
+    x = materialize(relu(BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                   dtype=self.dtype, name='stem_bn')(x)))
     features = {'stem': x}
     for stage in range(3):
       for block in range(blocks_per_stage):

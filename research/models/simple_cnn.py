@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from research.models.conv import Conv
 from research.models.layers import adaptive_avg_pool, check_images, max_pool
+from research.models.norm import BatchNorm
 
 
 class SimpleCNN(nn.Module):
@@ -27,8 +28,8 @@ class SimpleCNN(nn.Module):
     captured = {}
     for i, features in enumerate(self.features):
       x = Conv(features, (3, 3), use_bias=False, dtype=self.dtype, name=f'conv{i + 1}')(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                       dtype=self.dtype, name=f'bn{i + 1}')(x)
+      x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                    dtype=self.dtype, name=f'bn{i + 1}')(x)
       x = max_pool(nn.relu(x), (2, 2))
       captured[f'stage{i + 1}'] = x
     x = adaptive_avg_pool(x, tuple(self.grid)).reshape((x.shape[0], -1))
