@@ -1,8 +1,9 @@
-"""Builds, loads and registers the oneDNN convolution kernels of `onednn_conv.cc`.
+"""Builds, loads and registers ConvLab's CPU kernels: oneDNN convolutions (`onednn_conv.cc`) and
+BatchNorm's gradient sums (`batch_norm.cc`), XLA FFI calls that share `parts.h`.
 
 oneDNN (the library behind PyTorch's CPU convolutions) comes from the `onednn-cpu-gomp` and
 `onednn-devel-cpu-gomp` wheels, which install `libdnnl.so.3` and its headers into the Python
-prefix. The first use compiles `onednn_conv.cc` with the C++ compiler (`$CXX`, else g++) into
+prefix. The first use compiles the sources with the C++ compiler (`$CXX`, else g++) into
 `$CONVLAB_KERNEL_CACHE` (default `~/.cache/convlab/kernels`), named by a hash of everything that
 goes into it, so later processes only load it. `register()` says why when the kernels cannot be
 had; `research.models.conv` then uses XLA's convolutions.
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import jax
 
-SOURCE = Path(__file__).with_name('onednn_conv.cc')
+SOURCES = tuple(Path(__file__).with_name(name) for name in ('onednn_conv.cc', 'batch_norm.cc'))
+HEADERS = (Path(__file__).with_name('parts.h'),)
 TARGETS = ('convlab_conv_forward', 'convlab_conv_backward_data', 'convlab_conv_backward_weights',
-           'convlab_materialize')
+           'convlab_materialize', 'convlab_bn_gradient_sums', 'convlab_bn_relu_gradient_sums')
 LIBRARY = 'libdnnl.so.3'
 
 
@@ -44,11 +46,11 @@ def build(prefix: Path) -> Path:
   """Compiles the kernels (once per source, jax and oneDNN version) and returns the .so path."""
   compiler = os.environ.get('CXX', 'g++')
   if not shutil.which(compiler):
-    raise KernelUnavailable(f'no C++ compiler {compiler!r} to build {SOURCE.name}')
-  command = [compiler, '-O2', '-fopenmp', '-std=c++17', '-shared', '-fPIC', '-w',
-             '-I', jax.ffi.include_dir(), '-I', str(prefix / 'include'), str(SOURCE),
+    raise KernelUnavailable(f'no C++ compiler {compiler!r} to build {SOURCES[0].name}')
+  command = [compiler, '-O3', '-fopenmp', '-std=c++17', '-shared', '-fPIC', '-w',
+             '-I', jax.ffi.include_dir(), '-I', str(prefix / 'include'), *map(str, SOURCES),
              '-L', str(prefix / 'lib'), f'-Wl,-rpath,{prefix / "lib"}', f'-l:{LIBRARY}']
-  digest = hashlib.sha256(SOURCE.read_bytes())
+  digest = hashlib.sha256(b''.join(path.read_bytes() for path in SOURCES + HEADERS))
   digest.update(' '.join([jax.__version__, str((prefix / 'lib' / LIBRARY).resolve())] +
                          command).encode())
   cache = Path(os.environ.get('CONVLAB_KERNEL_CACHE', Path.home() / '.cache/convlab/kernels'))
@@ -61,7 +63,7 @@ def build(prefix: Path) -> Path:
       out = Path(tmp) / target.name
       done = subprocess.run(command + ['-o', str(out)], capture_output=True, text=True)
       if done.returncode != 0:
-        raise KernelUnavailable(f'building {SOURCE.name} failed: {done.stderr.strip()[-2000:]}')
+        raise KernelUnavailable(f'building the kernels failed: {done.stderr.strip()[-2000:]}')
       os.replace(out, target)
   except OSError as e:
     raise KernelUnavailable(f'cannot build into {cache} ({e}); set CONVLAB_KERNEL_CACHE') from e

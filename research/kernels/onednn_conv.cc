@@ -9,7 +9,8 @@
 // residual.py says why that helps).
 //
 // Threads: each call splits the batch into one part per thread of XLA's intra-op pool and runs
-// every part as a single-threaded oneDNN primitive, on the calling thread and on the pool's. So
+// every part as a single-threaded oneDNN primitive, on the calling thread and on the pool's
+// (parts.h). So
 // the convolutions use the threads XLA already keeps busy, instead of OpenMP teams of their own
 // that would wake, spin and compete with XLA's threads for the same cores between calls
 // (BENCHMARKS.md). The kernel gradient's parts are added in a fixed order: results do not
@@ -19,11 +20,8 @@
 // and written in place as NHWC. Primitives are cached per shape, so a jitted step pays the
 // oneDNN setup once; each call has its own scratchpad, so concurrent calls are safe. Built and
 // loaded by research/kernels/onednn.py.
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,12 +29,13 @@
 #include <tuple>
 #include <vector>
 
-#include <omp.h>
-
 #include "oneapi/dnnl/dnnl.hpp"
+#include "parts.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using convlab::BatchParts;
+using convlab::RunParts;
 using dnnl::memory;
 using Dims = memory::dims;
 
@@ -147,58 +146,6 @@ memory KernelIn(const Geometry& g, const memory::desc& want, float* data, dnnl::
   memory converted(want, cpu_engine(), scratch.data());
   dnnl::reorder(user, converted).execute(s, user, converted);
   return converted;
-}
-
-// Work in `total` parts that the calling thread and pool threads claim one at a time: a pool
-// thread that starts late finds nothing left, so no thread ever waits on a queue.
-struct Parts {
-  Parts(int total, std::function<void(int)> work) : total(total), work(std::move(work)) {}
-  const int total;
-  const std::function<void(int)> work;
-  std::atomic<int> next{0};
-  int finished = 0;  // guarded by mu, as is error
-  std::string error;
-  std::mutex mu;
-  std::condition_variable all_finished;
-
-  void ClaimAndRun() {
-    for (int i; (i = next.fetch_add(1)) < total;) {
-      std::string failure;
-      const int threads = omp_get_max_threads();
-      omp_set_num_threads(1);  // oneDNN reads this thread's OpenMP setting; restored below
-      try {
-        work(i);
-      } catch (const std::exception& e) {
-        failure = e.what();
-      }
-      omp_set_num_threads(threads);
-      std::lock_guard<std::mutex> lock(mu);
-      if (!failure.empty() && error.empty()) error = failure;
-      if (++finished == total) all_finished.notify_all();
-    }
-  }
-};
-
-// Runs work(0), ..., work(total - 1) on this thread and XLA's pool; returns the first error.
-std::string RunParts(ffi::ThreadPool& pool, int total, std::function<void(int)> work) {
-  auto parts = std::make_shared<Parts>(total, std::move(work));
-  for (int i = 1; i < total; ++i) pool.Schedule([parts] { parts->ClaimAndRun(); });
-  parts->ClaimAndRun();
-  std::unique_lock<std::mutex> lock(parts->mu);
-  parts->all_finished.wait(lock, [&] { return parts->finished == parts->total; });
-  return parts->error;
-}
-
-// The batch [0, n) as contiguous (first, count) ranges, one per pool thread, sizes within 1.
-std::vector<std::pair<int64_t, int64_t>> BatchParts(int64_t n, ffi::ThreadPool& pool) {
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(n, pool.num_threads()));
-  std::vector<std::pair<int64_t, int64_t>> ranges;
-  for (int64_t p = 0, first = 0; p < parts; ++p) {
-    const int64_t count = n / parts + (p < n % parts);
-    ranges.emplace_back(first, count);
-    first += count;
-  }
-  return ranges;
 }
 
 ffi::Error Outcome(const std::string& error) {

@@ -86,8 +86,9 @@ class VGG(nn.Module):
       x = Conv(layer, (3, 3), padding=((1, 1),) * 2, dtype=self.dtype, name=f'features_{index}')(x)
       if self.batch_norm:
         x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=self.dtype, name=f'features_{index + 1}')(x)
-      x = nn.relu(x)
+                      dtype=self.dtype, relu=True, name=f'features_{index + 1}')(x)
+      else:
+        x = nn.relu(x)
       index += 3 if self.batch_norm else 2
     x = adaptive_avg_pool(x, (7, 7)).reshape((x.shape[0], -1))
     logits = _classifier(x, (4096, 4096), ('classifier_0', 'classifier_3', 'classifier_6'),

@@ -55,9 +55,10 @@ class ConvBNAct(nn.Module):
     x = Conv(self.features, (self.kernel_size,) * 2, (self.strides,) * 2,
              padding=((pad, pad), (pad, pad)), kernel_dilation=self.dilation,
              feature_group_count=self.groups, use_bias=False, dtype=self.dtype, name='conv')(x)
+    relu = self.activation == 'relu'  # fused into the BatchNorm
     x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon,
-                  dtype=self.dtype, name='bn')(x)
-    return ACTIVATIONS[self.activation](x)
+                  dtype=self.dtype, relu=relu, name='bn')(x)
+    return x if relu else ACTIVATIONS[self.activation](x)
 
 
 class DepthwiseSeparableConv(nn.Module):

@@ -21,33 +21,53 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from research.models import conv
+
 
 def _statistics(x):
+  """mean(x) and max(0, mean(x^2) - mean(x)^2) over every axis but the last."""
   axes = tuple(range(x.ndim - 1))
   mean, mean_of_squares = jnp.mean(x, axes), jnp.mean(lax.square(x), axes)
   return mean, jnp.maximum(0.0, mean_of_squares - lax.square(mean))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def batch_norm(x, scale, bias, epsilon: float):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm(x, scale, bias, epsilon: float, relu: bool = False):
   """(y, mean, var): the batch statistics of float `x` over every axis but the last, and
-  y = (x - mean) * (rsqrt(var + epsilon) * scale) + bias, as flax computes them."""
+  y = (x - mean) * (rsqrt(var + epsilon) * scale) + bias as flax computes it, then max(y, 0)
+  if `relu` (fused, so that its gradient costs no pass of its own)."""
   mean, var = _statistics(x)
-  return (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias, mean, var
+  y = (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias
+  return (jnp.maximum(y, 0.0) if relu else y), mean, var
 
 
-def _forward(x, scale, bias, epsilon):
-  y, mean, var = batch_norm(x, scale, bias, epsilon)
-  return (y, mean, var), (x, mean, var, scale)
+def _forward(x, scale, bias, epsilon, relu):
+  y, mean, var = batch_norm(x, scale, bias, epsilon, relu)
+  return (y, mean, var), (x, mean, var, scale, y if relu else None)
 
 
-def _backward(epsilon, residuals, cotangents):
-  x, mean, var, scale = residuals
+def _gradient_sums(dy, x, mean, out):
+  """sum(g) and sum(g (x - mean)) per feature, g = dy, or dy where out > 0 (else 0)."""
+  if x.dtype == jnp.float32 and conv.uses_onednn():  # one pass (research/kernels/batch_norm.cc)
+    sums = (jax.ShapeDtypeStruct(mean.shape, jnp.float32),) * 2
+    if out is None:
+      return jax.ffi.ffi_call('convlab_bn_gradient_sums', sums, vmap_method='sequential')(
+          dy, x, mean)
+    return jax.ffi.ffi_call('convlab_bn_relu_gradient_sums', sums, vmap_method='sequential')(
+        dy, out, x, mean)
+  g = dy if out is None else jnp.where(out > 0, dy, 0.0)
+  axes = tuple(range(x.ndim - 1))
+  return jnp.sum(g, axes), jnp.sum(g * (x - mean), axes)  # not sum(g x) - mean sum(g): cancels
+
+
+def _backward(epsilon, relu, residuals, cotangents):
+  x, mean, var, scale, out = residuals
   dy, dmean, dvar = cotangents
-  axes, n = tuple(range(x.ndim - 1)), x.size // x.shape[-1]
+  n = x.size // x.shape[-1]
+  sum_dy, centred_dot = _gradient_sums(dy, x, mean, out)
+  if relu:
+    dy = jnp.where(out > 0, dy, 0.0)
   rstd = lax.rsqrt(var + epsilon)
-  sum_dy = jnp.sum(dy, axes)
-  centred_dot = jnp.sum(dy * (x - mean), axes)  # not sum(dy x) - mean sum(dy): cancels
   a = scale * rstd
   # var = mean(x^2) - mean^2, clamped at 0 (no gradient through the clamp, as at a tie)
   d_var = jnp.where(var > 0, dvar - 0.5 * a * rstd * rstd * centred_dot, 0.0)
@@ -59,7 +79,9 @@ batch_norm.defvjp(_forward, _backward)
 
 
 class BatchNorm(nn.BatchNorm):
-  """`flax.linen.BatchNorm`, computed by `batch_norm` where that applies (see the module doc)."""
+  """`flax.linen.BatchNorm`, computed by `batch_norm` where that applies (see the module doc),
+  and followed by a ReLU if `relu` (fused into `batch_norm`)."""
+  relu: bool = False
 
   @nn.compact
   def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
@@ -67,14 +89,15 @@ class BatchNorm(nn.BatchNorm):
                                 use_running_average)
     if (evaluating or mask is not None or self.is_initializing()
         or not self._hand_written_gradient(x)):
-      return super().__call__(x, use_running_average, mask=mask)
+      y = super().__call__(x, use_running_average, mask=mask)
+      return nn.relu(y) if self.relu else y
     features = (x.shape[-1],)
     ra_mean = self.variable('batch_stats', 'mean', lambda s: jnp.zeros(s, jnp.float32), features)
     ra_var = self.variable('batch_stats', 'var', lambda s: jnp.ones(s, jnp.float32), features)
     scale = self.param('scale', self.scale_init, features, self.param_dtype)
     bias = self.param('bias', self.bias_init, features, self.param_dtype)
     y, mean, var = batch_norm(x.astype(jnp.promote_types(x.dtype, jnp.float32)), scale, bias,
-                              self.epsilon)
+                              self.epsilon, self.relu)
     ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
     ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y.astype(self.dtype or jnp.result_type(x, scale, bias))

@@ -15,9 +15,9 @@ from research.models.norm import BatchNorm
 from research.models.residual import materialize, relu
 
 
-def _norm(train, dtype, name):
+def _norm(train, dtype, name, relu=False):
   return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                   name=name)
+                   relu=relu, name=name)
 
 
 def _conv(features, kernel, strides, dtype, name):
@@ -35,7 +35,7 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    y = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(self.features, 3, self.strides, self.dtype, 'conv1')(x)))
+    y = _norm(train, self.dtype, 'bn1', relu=True)(_conv(self.features, 3, self.strides, self.dtype, 'conv1')(x))
     y = _norm(train, self.dtype, 'bn2')(_conv(self.features, 3, 1, self.dtype, 'conv2')(y))
     return materialize(relu(y + _shortcut(x, self.features, self.strides, train, self.dtype)))
 
@@ -48,8 +48,8 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    y = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(self.features, 1, 1, self.dtype, 'conv1')(x)))
-    y = nn.relu(_norm(train, self.dtype, 'bn2')(_conv(self.features, 3, self.strides, self.dtype, 'conv2')(y)))
+    y = _norm(train, self.dtype, 'bn1', relu=True)(_conv(self.features, 1, 1, self.dtype, 'conv1')(x))
+    y = _norm(train, self.dtype, 'bn2', relu=True)(_conv(self.features, 3, self.strides, self.dtype, 'conv2')(y))
     y = _norm(train, self.dtype, 'bn3')(_conv(self.features * 4, 1, 1, self.dtype, 'conv3')(y))
     return materialize(relu(y + _shortcut(x, self.features * 4, self.strides, train, self.dtype)))
 
@@ -71,7 +71,7 @@ class ResNet(nn.Module):
     check_images(x, f'ResNet-{self._depth()}', min_size=32)
     features = {}
     x = x.astype(self.dtype)
-    x = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(64, 7, 2, self.dtype, 'conv1')(x)))
+    x = _norm(train, self.dtype, 'bn1', relu=True)(_conv(64, 7, 2, self.dtype, 'conv1')(x))
     x = materialize(nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1))))
     features['stem'] = x
     for stage, blocks in enumerate(self.stage_sizes):

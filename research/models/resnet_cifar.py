@@ -28,7 +28,7 @@ class BasicBlock(nn.Module):
                              epsilon=1e-5, dtype=self.dtype)
     conv = functools.partial(Conv, kernel_size=(3, 3), use_bias=False, dtype=self.dtype,
                              kernel_init=nn.initializers.kaiming_normal())
-    y = nn.relu(norm()(conv(self.features, strides=self.strides, padding=((1, 1), (1, 1)))(x)))
+    y = norm(relu=True)(conv(self.features, strides=self.strides, padding=((1, 1), (1, 1)))(x))
     y = norm()(conv(self.features, padding=((1, 1), (1, 1)))(y))
     shortcut = x
     if self.strides != 1 or x.shape[-1] != self.features:  # option A: subsample + zero-pad
@@ -53,8 +53,8 @@ class CifarResNet(nn.Module):
     x = x.astype(self.dtype)
     x = Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
              kernel_init=nn.initializers.kaiming_normal(), name='stem_conv')(x)
-    x = materialize(relu(BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                   dtype=self.dtype, name='stem_bn')(x)))
+    x = materialize(BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                              dtype=self.dtype, relu=True, name='stem_bn')(x))
     features = {'stem': x}
     for stage in range(3):
       for block in range(blocks_per_stage):

@@ -29,8 +29,8 @@ class SimpleCNN(nn.Module):
     for i, features in enumerate(self.features):
       x = Conv(features, (3, 3), use_bias=False, dtype=self.dtype, name=f'conv{i + 1}')(x)
       x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                    dtype=self.dtype, name=f'bn{i + 1}')(x)
-      x = max_pool(nn.relu(x), (2, 2))
+                    dtype=self.dtype, relu=True, name=f'bn{i + 1}')(x)
+      x = max_pool(x, (2, 2))
       captured[f'stage{i + 1}'] = x
     x = adaptive_avg_pool(x, tuple(self.grid)).reshape((x.shape[0], -1))
     captured['pre_logits'] = x
