@@ -1,18 +1,26 @@
-"""The models' BatchNorm: flax's `nn.BatchNorm` (same fields, variables and values) whose
-training-mode gradient is written by hand on the CPU, where the step is memory-bound.
+"""The models' BatchNorm: flax's `nn.BatchNorm` (same fields, variables and forward values),
+with its training gradient written by hand on the CPU, where the step is memory-bound, and
+an optional fused ReLU (`relu=True`).
 
-XLA differentiates flax's BatchNorm into separate passes over the activation for each of
-`x - mean`, the two statistics and their gradients, and (before this module) spent ~2.5 ms of
-a ResNet-20 train step per 16-channel 32x32 layer at batch 128. `batch_norm` below computes
-the forward values with flax's formulas in flax's order, so outputs and running statistics
-are bitwise flax's, and its VJP reads the saved input and the output gradient twice: once for
-the two per-channel sums, once to write the input gradient (the textbook form, as cuDNN's).
-A unit is ~1.4x faster; ResNet-20 trains ~1.09x faster (BENCHMARKS.md).
+- XLA differentiates flax's BatchNorm into separate passes over the activation for
+  `x - mean`, each statistic and each of their gradients. `batch_norm` computes the forward
+  values with flax's formulas in flax's order (outputs and running statistics are bitwise
+  flax's) and has a textbook VJP: one pass for the two per-feature sums of the output
+  gradient, one to write the input gradient.
+- XLA:CPU computes each of those sums as a YNNPACK reduction whose operands must be in
+  memory: it writes the masked gradient and `x - mean` out, then reads them back. Where
+  ConvLab's CPU kernels serve the process (`conv.uses_onednn`), one C++ pass reads the
+  operands once for both sums (research/kernels/batch_norm.cc); elsewhere plain JAX does.
+- `relu=True` applies max(y, 0) inside `batch_norm`, so the kernel masks the gradient as it
+  reads it instead of XLA materialising the masked gradient first.
 
-The fast path covers training with the default layout (features last, statistics over all
-other axes), no mask and no `axis_name` (under jit over a mesh the sums are global anyway);
-everything else, and every backend but the CPU, is flax's own code. Gradients match flax's
-within float tolerance (tests/test_norm.py).
+ResNet-20 train step on the 2-core CPU (interleaved A/B, BENCHMARKS.md): the hand-written
+gradient 1.04-1.09x, the C++ sums with the fused ReLU a further 1.08-1.14x.
+
+The hand-written path covers training with the default layout (features last, statistics
+over all other axes), no mask and no `axis_name` (under jit over a mesh the sums are global
+anyway); everything else, and every backend but the CPU, is flax's own code (then
+`nn.relu`). Gradients match flax's within float tolerance (tests/test_norm.py).
 """
 import functools
 
