@@ -8,7 +8,9 @@ batch 128, 64k steps (~164 epochs), lr / 10 at 50% and 75% of training, random c
 Expected: test accuracy about 0.9125 (the paper's 8.75% error). Not measured here: CIFAR-10
 cannot be downloaded on our offline machines, so this config is tested on tfds mock data only.
 Run it where tfds can download CIFAR-10 (`python -m research.data.prepare cifar10` without
-TFDS_MANUAL_DIR); plan on hours on a CPU, well under an hour on one GPU.
+TFDS_MANUAL_DIR); plan on about 2 hours on a 2-core CPU (64k steps at the 1,140-1,310
+images/s of `experiments.benchmark`'s ResNet-20 train step, BENCHMARKS.md, plus input and
+evaluation), well under an hour on one GPU.
 """
 from research.config import base_config
 
