@@ -14,7 +14,6 @@
 // are added in a fixed order, so results do not depend on which thread ran what.
 #include <algorithm>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,23 +45,13 @@ void SumPixels(const float* __restrict dy, const float* __restrict out,
     const int64_t stop = std::min(last, start + kBlock);
     std::fill(lane_sum.begin(), lane_sum.end(), 0.0f);
     std::fill(lane_centred.begin(), lane_centred.end(), 0.0f);
-    int64_t p = start;
-    for (; p + m <= stop; p += m) {
-      const int64_t o = p * c;
-      for (int64_t j = 0; j < width; ++j) {
+    for (int64_t p = start; p < stop; p += m) {
+      const int64_t o = p * c, lanes = std::min(m, stop - p) * c;  // fewer at the block's end
+      for (int64_t j = 0; j < lanes; ++j) {
         const float d = dy[o + j];  // read unconditionally, so that the select vectorises
         const float g = kMasked ? (out[o + j] > 0.0f ? d : 0.0f) : d;
         sum[j] += g;
         centred[j] += g * (x[o + j] - mu[j]);
-      }
-    }
-    for (; p < stop; ++p) {  // fewer than m pixels left: lanes 0..c-1
-      const int64_t o = p * c;
-      for (int64_t k = 0; k < c; ++k) {
-        const float d = dy[o + k];
-        const float g = kMasked ? (out[o + k] > 0.0f ? d : 0.0f) : d;
-        sum[k] += g;
-        centred[k] += g * (x[o + k] - mu[k]);
       }
     }
     for (int64_t j = 0; j < width; ++j) {
@@ -70,22 +59,6 @@ void SumPixels(const float* __restrict dy, const float* __restrict out,
       totals[c + j % c] += centred[j];
     }
   }
-}
-
-// Runs sum_part(first, last, totals) over one range of pixels per pool thread and returns the
-// per-feature totals, the parts added in order: [0, c) and [c, 2c).
-std::string SumOverPixels(ffi::ThreadPool& pool, int64_t pixels, int64_t c,
-                          const std::function<void(int64_t, int64_t, double*)>& sum_part,
-                          std::vector<double>& result) {
-  const auto parts = convlab::BatchParts(pixels, pool);
-  std::vector<std::vector<double>> totals(parts.size(), std::vector<double>(2 * c, 0.0));
-  const std::string error = convlab::RunParts(pool, parts.size(), [&](int p) {
-    sum_part(parts[p].first, parts[p].first + parts[p].second, totals[p].data());
-  });
-  result.assign(2 * c, 0.0);
-  for (const auto& part : totals)
-    for (int64_t k = 0; k < 2 * c; ++k) result[k] += part[k];
-  return error;
 }
 
 template <bool kMasked>
@@ -103,17 +76,21 @@ ffi::Error GradientSums(ffi::ThreadPool& pool, const F32& dy, const float* out, 
       sum_centred->element_count() != static_cast<size_t>(c))
     return ffi::Error::InvalidArgument("BatchNorm gradient sums: expected " + std::to_string(c) +
                                        " features in mean and results");
-  const int64_t pixels = c == 0 ? 0 : x.element_count() / c;
-  std::vector<double> totals;
-  const std::string error = SumOverPixels(pool, pixels, c, [&](int64_t first, int64_t last,
-                                                              double* part) {
-    SumPixels<kMasked>(dy.typed_data(), out, x.typed_data(), mean.typed_data(), c, first, last,
-                       part);
-  }, totals);
+  const auto parts = convlab::BatchParts(c == 0 ? 0 : x.element_count() / c, pool);
+  std::vector<std::vector<double>> totals(parts.size(), std::vector<double>(2 * c, 0.0));
+  const std::string error = convlab::RunParts(pool, parts.size(), [&](int p) {
+    SumPixels<kMasked>(dy.typed_data(), out, x.typed_data(), mean.typed_data(), c,
+                       parts[p].first, parts[p].first + parts[p].second, totals[p].data());
+  });
   if (!error.empty()) return ffi::Error(ffi::ErrorCode::kInternal, "BatchNorm: " + error);
   for (int64_t k = 0; k < c; ++k) {
-    sum_dy->typed_data()[k] = static_cast<float>(totals[k]);
-    sum_centred->typed_data()[k] = static_cast<float>(totals[c + k]);
+    double sum = 0.0, centred = 0.0;
+    for (const auto& part : totals) {  // in part order
+      sum += part[k];
+      centred += part[c + k];
+    }
+    sum_dy->typed_data()[k] = static_cast<float>(sum);
+    sum_centred->typed_data()[k] = static_cast<float>(centred);
   }
   return ffi::Error::Success();
 }

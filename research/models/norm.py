@@ -54,27 +54,26 @@ def _forward(x, scale, bias, epsilon, relu):
   return (y, mean, var), (x, mean, var, scale, y if relu else None)
 
 
-def _gradient_sums(dy, x, mean, out):
-  """sum(g) and sum(g (x - mean)) per feature, g = dy, or dy where out > 0 (else 0)."""
-  if x.dtype == jnp.float32 and conv.uses_onednn():  # one pass (research/kernels/batch_norm.cc)
-    sums = (jax.ShapeDtypeStruct(mean.shape, jnp.float32),) * 2
-    if out is None:
-      return jax.ffi.ffi_call('convlab_bn_gradient_sums', sums, vmap_method='sequential')(
-          dy, x, mean)
-    return jax.ffi.ffi_call('convlab_bn_relu_gradient_sums', sums, vmap_method='sequential')(
-        dy, out, x, mean)
-  g = dy if out is None else jnp.where(out > 0, dy, 0.0)
-  axes = tuple(range(x.ndim - 1))
-  return jnp.sum(g, axes), jnp.sum(g * (x - mean), axes)  # not sum(g x) - mean sum(g): cancels
+def _kernel_gradient_sums(dz, x, mean, out):
+  """The C++ pass (research/kernels/batch_norm.cc): sum(g) and sum(g (x - mean)) per feature,
+  g = dz, or dz where out > 0 (else 0) when `out` is given, read from dz and out directly."""
+  sums = (jax.ShapeDtypeStruct(mean.shape, jnp.float32),) * 2
+  if out is None:
+    return jax.ffi.ffi_call('convlab_bn_gradient_sums', sums, vmap_method='sequential')(
+        dz, x, mean)
+  return jax.ffi.ffi_call('convlab_bn_relu_gradient_sums', sums, vmap_method='sequential')(
+      dz, out, x, mean)
 
 
 def _backward(epsilon, relu, residuals, cotangents):
   x, mean, var, scale, out = residuals
-  dy, dmean, dvar = cotangents
-  n = x.size // x.shape[-1]
-  sum_dy, centred_dot = _gradient_sums(dy, x, mean, out)
-  if relu:
-    dy = jnp.where(out > 0, dy, 0.0)
+  dz, dmean, dvar = cotangents
+  axes, n = tuple(range(x.ndim - 1)), x.size // x.shape[-1]
+  dy = jnp.where(out > 0, dz, 0.0) if relu else dz  # the fused ReLU's gradient, from its output
+  if x.dtype == jnp.float32 and conv.uses_onednn():  # one pass instead of two reductions
+    sum_dy, centred_dot = _kernel_gradient_sums(dz, x, mean, out)
+  else:  # sum(dy (x - mean)), not sum(dy x) - mean sum(dy): that cancels
+    sum_dy, centred_dot = jnp.sum(dy, axes), jnp.sum(dy * (x - mean), axes)
   rstd = lax.rsqrt(var + epsilon)
   a = scale * rstd
   # var = mean(x^2) - mean^2, clamped at 0 (no gradient through the clamp, as at a tie)
