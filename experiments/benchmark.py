@@ -6,11 +6,11 @@
 The batch is split over every device (data parallel, as in training). After warm-up, each of
 `repeats` timings runs `steps` steps and waits for the result (block_until_ready); images/s
 is reported as median, min and max. Also: compile time, achieved GFLOP/s (forward FLOPs per
-image from research.model_summary; a train step counts 3x) against a matmul peak measured in
+image from research.tools.model_summary; a train step counts 3x) against a matmul peak measured in
 the same dtype (2048^3 on CPU, 8192^3 on an accelerator), MFU against the datasheet's peak
 where DATASHEET_PEAK_TFLOPS knows the chip, and peak memory. With torch installed, the same
 model in PyTorch eager on the same device (the GPU when JAX has one; bfloat16 via autocast)
-and the ratio. `--profile`: where the train step's time goes (research/profiling.py). Prints
+and the ratio. `--profile`: where the train step's time goes (research/tools/profiling.py). Prints
 numbers only: speed targets live in BENCHMARKS.md, not in tests. The first line says which
 convolutions ran (oneDNN's on one CPU device; `CONVLAB_CONV=xla` for XLA's) and the allocator
 settings (research/runtime.py; `CONVLAB_ALLOCATOR=default` for glibc's defaults).
@@ -26,9 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research import objectives, optim, parallel, profiling, train_loop
+from research.tasks.classification import classification as classification_task
+from research.tools import profiling
+from research.training import loop as train_loop
+from research.training import optim, parallel
 from research.config import base_config
-from research.model_summary import summarize
+from research.tools.model_summary import summarize
 from research.models import build_model, conv
 
 
@@ -87,7 +90,7 @@ def torch_benchmark(model_name, batch_size, image_size, channels, num_classes, r
     import torch
   except ImportError:
     return None
-  from research import torch_reference
+  from research.tools import torch_reference
   device = 'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu'
   torch.manual_seed(0)
   model = torch_reference.build(model_name, num_classes, channels)
@@ -153,7 +156,7 @@ def benchmark(model_name, batch_size, image_size, channels=3, num_classes=1000,
   schedule = optim.make_schedule(config, 1000)
   optimizer = optim.make_optimizer(config, schedule)
   identity = lambda images, key: images
-  task = objectives.classification(model, identity, identity)
+  task = classification_task(model, identity, identity)
   shape = (image_size, image_size, channels)
   state = jax.jit(lambda: train_loop.init_state(model, optimizer, (1, *shape), 0),
                   out_shardings=replicated)()

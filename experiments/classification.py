@@ -5,7 +5,9 @@
 """
 import jax
 
-from research import data, models, objectives, train_loop
+from research import data, models
+from research.tasks.classification import classification as classification_task
+from research.training import loop as train_loop
 from research.cli import main_with
 from research.errors import ConfigError
 from research.data.streaming import GrainLoader
@@ -40,7 +42,7 @@ def run(config, workdir: str) -> dict:
   input_shape = jax.eval_shape(eval_preprocess, sample, jax.random.PRNGKey(0)).shape[1:]
 
   # What is optimised and measured.
-  task = objectives.classification(model, train_preprocess, eval_preprocess,
+  task = classification_task(model, train_preprocess, eval_preprocess,
                                    loss=config.train.loss,
                                    label_smoothing=config.train.label_smoothing,
                                    top_k=config.train.top_k)

@@ -65,7 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.schedule.decay_factor = 0.1        # piecewise: lr multiplier at each boundary
   c.schedule.final_lr_factor = 0.0     # warmup_cosine: final lr / peak lr
 
-  c.transfer = ml_collections.ConfigDict()  # see research/transfer.py
+  c.transfer = ml_collections.ConfigDict()  # see research/training/transfer.py
   c.transfer.init_from = ''         # a workdir or converted weights; '' = from scratch
   c.transfer.reinit = r'^(logits|fc|classifier_\d+)/'  # not loaded: the head
   c.transfer.freeze = ''            # regex of parameters kept as loaded, e.g. '^(conv|bn)'

@@ -7,7 +7,10 @@ import sys
 import jax
 import numpy as np
 
-from research import data, models, objectives, optim, parallel, train_loop
+from research import data, models
+from research.tasks.classification import classification as classification_task
+from research.training import loop as train_loop
+from research.training import optim, parallel
 from research.config import base_config
 
 
@@ -16,7 +19,7 @@ def main(out_path):
   config.optimizer.name = 'momentum'
   model = models.build_model({'name': 'simple_cnn'}, 10)
   preprocess = data.make_preprocess('random_crop(2)|flip_lr|normalize((0.5,), (0.25,))')
-  task = objectives.classification(model, preprocess, preprocess)
+  task = classification_task(model, preprocess, preprocess)
   schedule = optim.make_schedule(config, 10)
   optimizer = optim.make_optimizer(config, schedule)
   mesh = parallel.make_mesh()

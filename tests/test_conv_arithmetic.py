@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import losses
+from research.tasks import losses
 from research.models.layers import conv_output_size
 
 MATRIX = np.arange(1, 26, dtype=np.float32).reshape(5, 5)  # 1..25

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.convert_torch import convert
+from research.tools.convert_torch import convert
 from research.errors import CheckpointError
 from research.models import build_model
 
@@ -57,7 +57,8 @@ def test_fine_tune_from_a_converted_state_dict(tmp_path):
   import tensorflow_datasets as tfds
 
   from experiments import classification
-  from research import checkpointing, convert_torch
+  from research.tools import convert_torch
+  from research.training import checkpointing
   from tests.helpers import load_config
   reference = random_torchvision_model('resnet18', 1000)
   torch.save(reference.state_dict(), tmp_path / 'resnet18.pth')

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from experiments import benchmark, classification
-from research import model_summary, visualize
+from research.tools import model_summary, visualize
 from research.models import build_model, conv
 from tests.helpers import small_mnist
 
@@ -74,7 +74,7 @@ def test_benchmark_reports_rates(capsys, monkeypatch):
     ('simple_cnn', 1, 50_282), ('resnet18', 3, 11_181_642)])
 def test_torch_reference_models_match_the_jax_ones(name, channels, expected):
   pytest.importorskip('torch', reason='torch is not installed (pip install -e ".[torch]")')
-  from research import torch_reference
+  from research.tools import torch_reference
   model = torch_reference.build(name, 10, channels)
   assert sum(p.numel() for p in model.parameters()) == expected
   size = 28 if name == 'simple_cnn' else 32

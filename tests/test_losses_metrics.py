@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from research import losses, metrics
+from research.tasks import losses, metrics
+from research.training import metric_sums
 
 RNG = np.random.default_rng(0)
 LOGITS = RNG.normal(size=(6, 4)).astype(np.float32)
@@ -56,7 +57,7 @@ def test_classification_sums_combine_exactly_over_batches():
   mask = np.array([1, 1, 1, 1, 0, 0], np.float32)  # the last two rows are padding
   a = metrics.classification_sums(LOGITS[:3], LABELS[:3], per_example[:3], mask[:3], top_k=2)
   b = metrics.classification_sums(LOGITS[3:], LABELS[3:], per_example[3:], mask[3:], top_k=2)
-  result = metrics.finalize(metrics.add(a, b))
+  result = metric_sums.finalize(metric_sums.add(a, b))
   assert result['loss'] == pytest.approx(per_example[:4].mean(), rel=1e-5)
   assert result['accuracy'] == pytest.approx((LOGITS[:4].argmax(-1) == LABELS[:4]).mean())
   top2 = np.argsort(-LOGITS[:4], -1)[:, :2]

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import optim
+from research.training import optim
 from research.config import base_config
 from research.errors import ConfigError
 

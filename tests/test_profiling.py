@@ -1,9 +1,9 @@
-"""research.profiling: kernels sorted into kinds, and a traced step's convolutions counted."""
+"""research.tools.profiling: kernels sorted into kinds, and a traced step's convolutions counted."""
 import jax
 import jax.numpy as jnp
 import pytest
 
-from research import profiling
+from research.tools import profiling
 from research.errors import ConfigError
 from research.models import conv
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from research import checkpointing
+from research.training import checkpointing
 from tests.helpers import REPO, assert_trees_identical
 
 pytestmark = pytest.mark.real_data

@@ -9,7 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import classification
-from research import checkpointing, data
+from research import data
+from research.training import checkpointing
 from research.errors import CheckpointError, NonFiniteLossError
 from tests.helpers import assert_trees_identical, load_config, small_mnist
 

@@ -7,7 +7,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import classification
-from research import checkpointing, data, transfer
+from research import data
+from research.training import checkpointing, transfer
 from research.config import base_config
 from research.errors import CheckpointError, ConfigError
 from tests.helpers import assert_trees_identical, small_mnist

@@ -4,7 +4,7 @@ and scale learning rates per parameter group.
 Parameter paths are '/'-joined module names, e.g. 'conv1/kernel', 'layer2_0/bn1/scale',
 'logits/bias'. `config.transfer`:
   init_from       a workdir of this project (its latest checkpoint) or a folder written by
-                  research.convert_torch; '' = train from scratch
+                  research.tools.convert_torch; '' = train from scratch
   reinit          regex of parameters not taken from it (the head, whose shape changes)
   freeze          regex of parameters kept exactly as loaded (their BatchNorm statistics too)
   lr_multipliers  'regex=factor,regex=factor': the first match scales that parameter's updates
@@ -16,7 +16,7 @@ import jax
 import optax
 import orbax.checkpoint as ocp
 
-from research.checkpointing import load_state
+from research.training.checkpointing import load_state
 from research.errors import CheckpointError, ConfigError
 
 

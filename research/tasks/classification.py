@@ -1,27 +1,11 @@
-"""What a training step minimises and what an evaluation step counts, per kind of experiment.
-
-Each builder returns a `Task`, the only thing the shared loop needs to know about the
-experiment: `train_loss(params, batch_stats, batch, rng) -> (loss, (batch_stats, sums))` and
-`eval_sums(params, batch_stats, batch) -> sums`, where sums are metric totals with a 'count'.
-"""
-import dataclasses
-from collections.abc import Callable
-
+"""Image classification as a `Task` for the shared loop: what a training step minimises and
+what an evaluation step counts."""
 import jax
 import jax.numpy as jnp
 
-from research import losses, metrics
 from research.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  train_loss: Callable
-  eval_sums: Callable
-
-
-def _variables(params, batch_stats):
-  return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
+from research.tasks import losses, metrics
+from research.training.task import Task, variables as _variables
 
 
 def classification(model, train_preprocess, eval_preprocess, loss: str = 'softmax_xent',

@@ -1,7 +1,7 @@
 """Convert torchvision weights (a state_dict file on disk; nothing is downloaded) to ConvLab's
 parameters and batch statistics, for the ResNets, VGGs, AlexNet and MobileNetV2.
 
-    python -m research.convert_torch --model=resnet50 --state_dict=resnet50.pth --out=weights/resnet50
+    python -m research.tools.convert_torch --model=resnet50 --state_dict=resnet50.pth --out=weights/resnet50
 
 The zoo names its layers after torchvision's module paths (`layer1.0.conv1` -> `layer1_0/conv1`),
 so each tensor is found by name: conv weights (O, I, kh, kw) become kernels (kh, kw, I, O),

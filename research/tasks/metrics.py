@@ -1,8 +1,5 @@
-"""Classification metrics as sums over examples, so batches and devices combine exactly.
-
-A step returns `{'loss': sum, 'accuracy': sum, ..., 'count': n}`; `finalize` divides by the
-count once everything has been added up.
-"""
+"""Classification metrics as sums over examples (research/training/metric_sums.py combines
+and finalizes them)."""
 import jax
 import jax.numpy as jnp
 
@@ -26,13 +23,3 @@ def classification_sums(logits, labels, losses, mask=None, top_k: int = 0) -> di
   if 0 < top_k < logits.shape[-1]:
     sums[f'top{top_k}_accuracy'] = jnp.sum(top_k_correct(logits, labels, top_k) * mask)
   return sums
-
-
-def add(a: dict | None, b: dict) -> dict:
-  return b if a is None else jax.tree.map(jnp.add, a, b)
-
-
-def finalize(sums: dict) -> dict[str, float]:
-  """Means of every summed metric (the count itself is dropped)."""
-  count = float(sums['count'])
-  return {k: float(v) / max(count, 1.0) for k, v in sums.items() if k != 'count'}

@@ -21,16 +21,16 @@ import ml_collections
 import numpy as np
 import optax
 
-from research import optim, parallel, transfer
-from research import metrics as metrics_lib
-from research.checkpointing import Checkpointer
+from research.training import optim, parallel, transfer
+from research.training import metric_sums as metrics_lib
+from research.training.checkpointing import Checkpointer
 from research.config import differing_keys
 from research.data.in_memory import eval_batches
 from research.errors import CheckpointError, ConfigError, NonFiniteLossError
 from research.models import conv
-from research.objectives import Task
+from research.training.task import Task
 from research.plotting import plot_training_curves
-from research.writers import MetricWriter, Progress, read_metrics
+from research.training.writers import MetricWriter, Progress, read_metrics
 
 # Keys that may change between a run and its resumption: they do not change what is computed.
 RESUMABLE_CHANGES = ('train.log_every', 'train.eval_every', 'train.checkpoint_every',

@@ -1,6 +1,6 @@
 """A model's parameters, FLOPs and activation memory, per layer and in total.
 
-    python -m research.model_summary --model=resnet18 --image_size=224 [--num_classes=1000]
+    python -m research.tools.model_summary --model=resnet18 --image_size=224 [--num_classes=1000]
 
 FLOPs count a multiply-add as 2 (conv: 2 * output pixels * kernel size; dense: 2 * kernel
 size), per image, forward pass; the total is checked against XLA's own cost analysis.

@@ -1,7 +1,7 @@
 """What a trained model's first convolution sees: its feature maps for one test image and its
 learned kernels, as PNG grids written into the run's workdir.
 
-    python -m research.visualize --workdir=runs/demo [--index=0]
+    python -m research.tools.visualize --workdir=runs/demo [--index=0]
 
 Writes first_conv_input.png, first_conv_feature_maps.png and first_conv_kernels.png.
 """
@@ -14,8 +14,8 @@ import jax
 import ml_collections
 
 from research import data, plotting
-from research.checkpointing import load_state
-from research.model_summary import in_call_order
+from research.training.checkpointing import load_state
+from research.tools.model_summary import in_call_order
 from research.models import build_model
 
 
