@@ -63,23 +63,43 @@ def test_onednn_matches_xla_values_and_gradients(x_shape, k_shape, strides, padd
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(want))))
 
 
+def _relu_outputs(intermediates) -> list:
+  """The outputs of every residual block and ReLU-fused BatchNorm, in a fixed order."""
+  return [np.asarray(v) for path, v in jax.tree_util.tree_leaves_with_path(intermediates)
+          if np.asarray(v).ndim == 4 and (np.asarray(v) == 0).any()]
+
+
 @needs_onednn
 def test_resnet20_train_gradients_match_across_backends():
-  """A whole model: ResNet-20's loss gradients with oneDNN convolutions equal XLA's."""
+  """A whole model: ResNet-20's loss gradients with oneDNN convolutions equal XLA's.
+
+  A ReLU's gradient jumps at 0, so when a pre-activation lies within float rounding of 0 the
+  two backends may legitimately send a gradient down different sides of the kink (seen on
+  Intel Sapphire Rapids: one of 32,768 outputs, 6.5% off in one kernel's gradient, with both
+  forward passes equal to 1.5e-6). The comparison therefore uses the first input for which
+  every ReLU output has the same sign pattern under both backends."""
   model = build_model({'name': 'resnet20'}, 10)
-  x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
   labels = jnp.arange(8) % 10
-  variables = model.init(jax.random.key(0), x)
+  variables = model.init(jax.random.key(0), jnp.zeros((8, 32, 32, 3)))
 
-  def loss(params):
-    logits, _ = model.apply({**variables, 'params': params}, x, train=True,
-                            mutable=['batch_stats'])
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+  def loss(params, x):
+    logits, state = model.apply({**variables, 'params': params}, x, train=True,
+                                mutable=['batch_stats', 'intermediates'], capture_intermediates=True)
+    loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+    return loss, state['intermediates']
 
-  grads = {}
-  for choice in ('xla', 'onednn'):
-    with conv.choice(choice):
-      grads[choice] = jax.jit(jax.grad(loss))(variables['params'])
+  for seed in range(1, 6):
+    x = jax.random.normal(jax.random.key(seed), (8, 32, 32, 3))
+    grads, relus = {}, {}
+    for choice in ('xla', 'onednn'):
+      with conv.choice(choice):
+        grads[choice], intermediates = jax.jit(jax.grad(loss, has_aux=True))(variables['params'], x)
+      relus[choice] = _relu_outputs(intermediates)
+    assert len(relus['xla']) == len(relus['onednn']) > 0
+    if all(((a > 0) == (b > 0)).all() for a, b in zip(relus['xla'], relus['onednn'])):
+      break
+  else:
+    pytest.fail('every input put a ReLU pre-activation within rounding of 0 on one backend')
   for got, want in zip(jax.tree.leaves(grads['onednn']), jax.tree.leaves(grads['xla'])):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
 
