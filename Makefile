@@ -4,10 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Datasets are prepared into the repo's own (git-ignored) data dir unless told otherwise, from
-# the original files in ../shared/datasets when that folder exists (no download), else online.
-export TFDS_DATA_DIR ?= $(CURDIR)/.data/tfds
-export TFDS_MANUAL_DIR ?= $(wildcard $(abspath $(CURDIR)/../shared/datasets))
+# Datasets: research/data/sources.py decides where they go ($TFDS_DATA_DIR, else the repo's
+# git-ignored .data/tfds) and where their original files are ($TFDS_MANUAL_DIR, else
+# ../shared/datasets when it exists: no download), for the Makefile and the experiments alike.
+DATASETS ?= mnist
 # glibc's allocator tuned for XLA:CPU (research/runtime.py; `python -m experiments.*` sets it
 # itself): huge pages, no per-step page faults for the step's buffers.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295
@@ -25,7 +25,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $@
 
 data: $(STAMP)
-	$(PY) -m research.data.prepare mnist
+	$(PY) -m research.data.prepare $(DATASETS)
 
 demo: data
 	$(PY) -m experiments.classification --config=$(DEMO_CONFIG) --workdir=$(DEMO_WORKDIR)

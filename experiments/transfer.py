@@ -48,5 +48,9 @@ def run(config, workdir: str) -> dict:
   return summary
 
 
+def check(config) -> str:
+  return '; '.join(f'{name}: {classification.check(config[name])}' for name in ('pretrain', 'finetune'))
+
+
 if __name__ == '__main__':
-  main_with(run, validate=validate)
+  main_with(run, validate=validate, check=check)

@@ -1,29 +1,39 @@
 """The config schema every experiment starts from, and its validation.
 
 Config files call `base_config()` and set what they change. `validate()` rejects keys the
-schema does not know (a typo in a config file would otherwise be silently ignored) and
-values that cannot work, each with a `ConfigError` naming the key. Overrides given on the
-command line (`--config.train.batch_size=64`) are checked by ml_collections itself: an
-unknown key or a value of the wrong type is a flag-parsing error naming the key.
+schema does not know (a typo in a config file or on the command line would otherwise be
+silently ignored), naming the closest known key, and values that cannot work, each with a
+`ConfigError` naming the key. The free-form sections (`FREE_FORM`: the model's constructor
+arguments, the named evaluation splits) accept new keys from the config file and from the
+command line (`--config.model.dtype=bfloat16`, `--config.data.eval_splits.val=train[:5000]`);
+their keys are checked where they are used (`research.models.build_model` names a model's
+arguments). Values given on the command line for known keys are parsed to the key's type.
 """
+import difflib
+
 import ml_collections
 
 from research.errors import ConfigError
 
 # Sections whose keys are free-form: the model's constructor arguments and the named
-# evaluation splits. Their keys are checked where they are used.
-_FREE_FORM = ('model', 'data.eval_splits')
+# evaluation splits.
+FREE_FORM = ('model', 'data.eval_splits')
+
+# The experiment modules a config can name in `experiment` (experiments/<name>.py).
+EXPERIMENTS = ('classification', 'transfer')
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.experiment = 'classification'   # the module that runs it: experiments/<experiment>.py
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'mnist'             # tfds dataset name
-  c.data.data_dir = ''              # '' = $TFDS_DATA_DIR, else tfds' default
+  c.data.data_dir = ''              # '' = research.data.sources.default_data_dir()
   c.data.train_split = 'train'
   c.data.eval_splits = ml_collections.ConfigDict({'test': 'test'})  # name -> tfds split
+  c.data.validation_holdout = 0     # > 0: hold out this many training examples as eval split 'val'
   c.data.image_key = 'image'
   c.data.label_key = 'label'
   c.data.classes = ()               # keep only these labels, renumbered 0..k-1; () = all
@@ -42,7 +52,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 100
   c.train.eval_every = -1           # steps; -1 = once per epoch
   c.train.checkpoint_every = -1     # steps; -1 = once per epoch
-  c.train.keep_checkpoints = 3
+  c.train.checkpoint_every_minutes = 0.0  # > 0: also checkpoint when this much time has passed
+  c.train.keep_checkpoints = 3      # the latest ones; the best one (best_metric) is kept too
+  c.train.best_metric = ''          # eval metric selecting the reported checkpoint, e.g.
+                                    # 'val/accuracy'; '' = early_stopping.metric ('' too: the last)
+  c.train.best_mode = ''            # 'max' | 'min'; '' = early_stopping.mode
   c.train.loss = 'softmax_xent'     # 'softmax_xent' | 'mse' (on one-hot targets)
   c.train.label_smoothing = 0.0
   c.train.top_k = 5                 # also report top-k accuracy when num_classes > k
@@ -56,7 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-8
   c.optimizer.weight_decay = 0.0
   c.optimizer.decay_norms_and_biases = False
-  c.optimizer.clip_grad_norm = 0.0  # 0 = no clipping
+  c.optimizer.clip_grad_norm = 0.0  # 0 = no clipping; the global norm of all gradients
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = 'constant'      # constant | warmup_cosine | piecewise
@@ -66,34 +80,69 @@ def base_config() -> ml_collections.ConfigDict:
   c.schedule.final_lr_factor = 0.0     # warmup_cosine: final lr / peak lr
 
   c.transfer = ml_collections.ConfigDict()  # see research/training/transfer.py
-  c.transfer.init_from = ''         # a workdir or converted weights; '' = from scratch
+  c.transfer.init_from = ''         # a workdir (optionally 'workdir@best' or '@<step>') or
+                                    # converted weights; '' = from scratch
   c.transfer.reinit = r'^(logits|fc|classifier_\d+)/'  # not loaded: the head
   c.transfer.freeze = ''            # regex of parameters kept as loaded, e.g. '^(conv|bn)'
   c.transfer.lr_multipliers = ''    # 'regex=factor,...', e.g. '^layer[12]=0.1'
 
   c.early_stopping = ml_collections.ConfigDict()
-  c.early_stopping.metric = ''      # e.g. 'val/accuracy'; '' = off
+  c.early_stopping.metric = ''      # e.g. 'val/loss' (hold out data.validation_holdout); '' = off
   c.early_stopping.mode = 'max'     # 'max' | 'min'
   c.early_stopping.patience = 5     # evaluations without improvement
   c.early_stopping.min_delta = 0.0
   return c
 
 
+def _leaf_paths(config, prefix):
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict) and len(value):
+      yield from _leaf_paths(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}'
+
+
 def _unknown_keys(config, schema, prefix=''):
+  """(dotted key, closest known key or None, known keys there) for each key not in `schema`."""
   for key, value in config.items():
     path = f'{prefix}{key}'
-    if path in _FREE_FORM:
+    if path in FREE_FORM:
       continue
     if key not in schema:
-      yield path, sorted(schema.keys())
-    elif isinstance(value, ml_collections.ConfigDict):
+      close = difflib.get_close_matches(key, list(schema.keys()), n=1, cutoff=0.6)
+      paths = (list(_leaf_paths(value, path + '.'))
+               if isinstance(value, ml_collections.ConfigDict) and len(value) else [path])
+      for leaf in paths:
+        yield leaf, (close[0] if close else None), sorted(schema.keys())
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(schema[key],
+                                                                    ml_collections.ConfigDict):
       yield from _unknown_keys(value, schema[key], path + '.')
+
+
+def unknown_key_message(config, schema) -> str | None:
+  """The error for the first key of `config` that `schema` does not have, or None."""
+  for path, close, known in _unknown_keys(config, schema):
+    hint = f" (did you mean {close!r}?)" if close else f'; known keys there: {", ".join(known)}'
+    return f'unknown config key {path!r}{hint}'
+  return None
+
+
+def best_metric(config) -> tuple[str, str]:
+  """(metric, mode) selecting the reported checkpoint; ('', '') when the last one is reported."""
+  t, es = config.train, config.early_stopping
+  metric = t.best_metric or es.metric
+  mode = t.best_mode or es.mode
+  return (metric, mode) if metric else ('', '')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for the first unknown key or impossible value."""
-  for path, known in _unknown_keys(config, base_config()):
-    raise ConfigError(f'unknown config key {path!r}; known keys there: {", ".join(known)}')
+  message = unknown_key_message(config, base_config())
+  if message:
+    raise ConfigError(message)
+  if config.experiment not in EXPERIMENTS:
+    raise ConfigError(f'config.experiment {config.experiment!r} names no experiment module; '
+                      f'known: {", ".join(EXPERIMENTS)}')
   if not config.model.name:
     raise ConfigError('config.model.name is empty: name a model from research.models.MODELS')
   t = config.train
@@ -102,15 +151,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.train.{key} must be positive, got {t[key]}')
   if t.num_steps <= 0 and t.num_epochs <= 0:
     raise ConfigError('set config.train.num_steps or config.train.num_epochs to a positive value')
-  if config.early_stopping.mode not in ('max', 'min'):
-    raise ConfigError(f"config.early_stopping.mode must be 'max' or 'min', got {config.early_stopping.mode!r}")
+  if t.checkpoint_every_minutes < 0:
+    raise ConfigError(f'config.train.checkpoint_every_minutes must be >= 0, got '
+                      f'{t.checkpoint_every_minutes}')
+  for section, key in (('early_stopping', 'mode'), ('train', 'best_mode')):
+    value = config[section][key]
+    if value not in ('max', 'min') and not (key == 'best_mode' and value == ''):
+      raise ConfigError(f"config.{section}.{key} must be 'max' or 'min', got {value!r}")
   if config.early_stopping.metric and config.early_stopping.patience < 1:
-    raise ConfigError(f'config.early_stopping.patience must be at least 1, got {config.early_stopping.patience}')
+    raise ConfigError(f'config.early_stopping.patience must be at least 1, got '
+                      f'{config.early_stopping.patience}')
   for name in config.data.eval_splits:
     if '/' in name:
       raise ConfigError(f'eval split name {name!r} must not contain "/"')
+  if config.data.validation_holdout < 0:
+    raise ConfigError(f'config.data.validation_holdout must be >= 0, got '
+                      f'{config.data.validation_holdout}')
+  if config.data.validation_holdout and 'val' in config.data.eval_splits:
+    raise ConfigError("data.validation_holdout makes the eval split 'val'; remove "
+                      "data.eval_splits.val or the holdout")
   if config.data.loader not in ('in_memory', 'grain'):
     raise ConfigError(f"config.data.loader must be 'in_memory' or 'grain', got {config.data.loader!r}")
+  if config.data.loader == 'grain' and (config.data.classes or config.data.validation_holdout):
+    raise ConfigError('data.classes and data.validation_holdout need the in_memory loader')
+  if config.optimizer.learning_rate < 0:
+    raise ConfigError(f'config.optimizer.learning_rate must be >= 0, got '
+                      f'{config.optimizer.learning_rate}')
 
 
 def differing_keys(a: dict, b: dict, prefix='') -> list[str]:

@@ -23,3 +23,11 @@ class NonFiniteLossError(ConvLabError, FloatingPointError):
 
 class CheckpointError(ConvLabError, RuntimeError):
   """A checkpoint cannot be read, or does not match the run that wants it."""
+
+
+class WorkdirError(ConvLabError, OSError):
+  """The workdir cannot be used: not a folder, not writable, or held by another run."""
+
+
+class Preempted(ConvLabError):
+  """A run stopped on SIGTERM/SIGINT after saving a checkpoint; rerunning resumes it."""

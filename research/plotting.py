@@ -1,10 +1,24 @@
-"""Plots a person looks at: training curves from metrics.jsonl."""
+"""Plots a person looks at: training curves from metrics.jsonl, image grids.
+
+Files are written through etils.epath, so a path may be local or remote (gs://...).
+"""
 import collections
+import io
 
 import matplotlib
+from etils import epath
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save_figure(fig, path, dpi: int = 100) -> str:
+  """Writes `fig` as PNG to `path` (local or remote) and closes it."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=dpi)
+  plt.close(fig)
+  epath.Path(path).write_bytes(buffer.getvalue())
+  return str(path)
 
 
 def plot_training_curves(records: list[dict], path: str, title: str = '') -> str:
@@ -33,9 +47,7 @@ def plot_training_curves(records: list[dict], path: str, title: str = '') -> str
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def _grid(images, path: str, title: str, cmap: str = 'viridis', cell: float = 1.3) -> str:
@@ -57,9 +69,7 @@ def _grid(images, path: str, title: str, cmap: str = 'viridis', cell: float = 1.
       ax.set_title(str(i), fontsize=7)
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def plot_feature_maps(feature_map, path: str, title: str = 'feature maps') -> str:

@@ -7,18 +7,24 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='session')
-def mnist_data_dir():
-  """A tfds data dir holding real MNIST, prepared from $TFDS_MANUAL_DIR if it is not there yet."""
+def prepared(name: str) -> str:
+  """A tfds data dir holding real `name`, prepared from the manual files if it is not there yet."""
   from research.data import prepare, sources
   from research.errors import DatasetNotFoundError
-  data_dir = sources.data_dir_from()
+  data_dir = sources.default_data_dir()
   try:
-    sources.open_source('mnist', 'test', data_dir)
+    sources.open_source(name, 'test' if name != 'isbi2012_em' else 'train', data_dir)
   except DatasetNotFoundError:
-    manual = os.environ.get('TFDS_MANUAL_DIR') or os.path.join(REPO, '..', 'shared', 'datasets')
-    if not os.path.isdir(os.path.join(manual, 'mnist')):
-      pytest.fail('real MNIST is needed: set TFDS_MANUAL_DIR to a folder holding mnist/ '
-                  '(e.g. ../shared/datasets) or prepare it: python -m research.data.prepare mnist')
-    prepare.prepare('mnist', data_dir, manual)
+    manual = sources.default_manual_dir()
+    source = name.split(':')[0]
+    if not manual or not os.path.isdir(os.path.join(manual, 'mnist' if source.startswith('mnist') else source)):
+      pytest.fail(f'real {name} is needed: set TFDS_MANUAL_DIR to a folder holding its original '
+                  f'files (e.g. ../shared/datasets) or prepare it: python -m research.data.prepare {name}')
+    prepare.prepare(name, data_dir, manual)
   return data_dir
+
+
+@pytest.fixture(scope='session')
+def mnist_data_dir():
+  """A tfds data dir holding real MNIST."""
+  return prepared('mnist')

@@ -1,17 +1,28 @@
-"""The command line: mistakes print one `error:` line (no traceback) and exit 1."""
+"""The command line: every documented command runs; mistakes print one `error:` line (no
+traceback) and exit 1, and nothing already saved is lost."""
+import gzip
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from tests.helpers import REPO
 
 CONFIG = 'configs/classification/mnist_lenet5.py'
 
 
-def run_cli(*args, env=None):
+def run_module(module, *args, env=None, timeout=300):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **(env or {})}
-  return subprocess.run([sys.executable, '-m', 'experiments.classification', *args], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=300)
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli(*args, env=None):
+  return run_module('experiments.classification', *args, env=env)
 
 
 def error_line(result):
@@ -22,12 +33,72 @@ def error_line(result):
   return errors[0]
 
 
+def documented_commands():
+  """Every `python -m experiments.<x> --config=...` command in the README and the config
+  docstrings, with its [optional] parts included and continuation lines joined."""
+  texts = [open(os.path.join(REPO, 'README.md')).read()]
+  for root, _, files in os.walk(os.path.join(REPO, 'configs')):
+    texts += [open(os.path.join(root, f)).read() for f in files if f.endswith('.py')]
+  commands = []
+  for text in texts:
+    text = text.replace('\\\n', ' ')
+    for match in re.finditer(r'((?:[A-Z_]+=\S+ )*)python -m (experiments\.\w+) ([^\n`|]*)', text):
+      env_part, module, rest = match.groups()
+      rest = rest.replace('[', ' ').replace(']', ' ')
+      if '--config=' not in rest or '<' in rest:
+        continue
+      args = [a for a in shlex.split(rest) if a != '...' and not a.startswith('#')]
+      env = dict(e.split('=', 1) for e in env_part.split())
+      commands.append((module, tuple(args), tuple(sorted(env.items()))))
+  return sorted(set(commands))
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_docs_show_commands():
+  modules = {module for module, _, _ in COMMANDS}
+  assert {'experiments.classification', 'experiments.transfer'} <= modules, COMMANDS
+
+
+@pytest.mark.parametrize('module,args,env', COMMANDS, ids=[' '.join(c[1])[:80] for c in COMMANDS])
+def test_documented_command_runs(module, args, env, mnist_data_dir, tmp_path):
+  """Each command parses, validates, opens its data and builds its model (--dry_run); the
+  long trainings themselves are run by the slow tests and their numbers are in the docs."""
+  args = [a if not a.startswith('--workdir=') else f'--workdir={tmp_path / "w"}' for a in args]
+  if 'cifar10' in ' '.join(args):
+    pytest.skip('CIFAR-10 cannot be prepared offline; its config is run on mock data elsewhere')
+  result = run_module(module, *args, '--dry_run', env=dict(env))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'dry run:' in result.stdout and not os.path.exists(tmp_path / 'w')
+
+
+def test_readme_override_examples(mnist_data_dir, tmp_path):
+  result = run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}', '--dry_run',
+                   '--config.model.dtype=bfloat16', '--config.data.eval_splits.val=train[:500]',
+                   '--config.model.activation=tanh', '--config.model.pooling=avg')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'val 500' in result.stdout
+  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}', '--dry_run',
+                            '--config.model.dtyp=bfloat16'))
+  assert "model 'lenet5' has no argument 'dtyp'" in line  # new keys meet the model's check
+
+
+def test_switching_models_drops_the_config_files_arguments(mnist_data_dir, tmp_path):
+  result = run_cli('--config=configs/classification/mnist_cnn.py', f'--workdir={tmp_path}',
+                   '--dry_run', '--config.model.name=lenet5', '--config.model.activation=relu')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert ("note: model.features=(32, 64) (set by the config file) is not an argument of "
+          "'lenet5'; dropped") in result.stderr
+  assert 'lenet5 (' in result.stdout and 'note: model.activation' not in result.stderr
+
+
 def test_unknown_override_key_names_it(tmp_path):
   line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}',
                             '--config.train.num_stepz=3'))
   assert "unknown config key 'train.num_stepz' (did you mean 'num_steps'?)" in line
   line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}', '--config.trian.num_steps=3'))
-  assert "unknown config key 'trian.num_steps'" in line
+  assert "unknown config key 'trian.num_steps' (did you mean 'train'?)" in line
 
 
 def test_wrong_override_type_names_the_key(tmp_path):
@@ -42,7 +113,22 @@ def test_unknown_key_in_a_config_file(tmp_path):
                     'def get_config():\n  c = base_config()\n  c.model.name = "lenet5"\n'
                     '  c.train.batchsize = 64\n  return c\n')
   line = error_line(run_cli(f'--config={config}', f'--workdir={tmp_path / "w"}'))
-  assert "unknown config key 'train.batchsize'" in line and 'batch_size' in line
+  assert "unknown config key 'train.batchsize' (did you mean 'batch_size'?)" in line
+
+
+def test_misspelled_config_path(tmp_path):
+  line = error_line(run_cli('--config=configs/classification/mnist_cnnn.py', f'--workdir={tmp_path}'))
+  assert ('config file configs/classification/mnist_cnnn.py does not exist; did you mean '
+          'configs/classification/mnist_cnn.py?') in line
+
+
+def test_unusable_workdirs(tmp_path, mnist_data_dir):
+  a_file = tmp_path / 'file'
+  a_file.write_text('keep me')
+  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={a_file}'))
+  assert f'workdir {a_file} is a file, not a folder' in line and a_file.read_text() == 'keep me'
+  line = error_line(run_cli(f'--config={CONFIG}', '--workdir=/proc/convlab/run'))
+  assert 'cannot create workdir /proc/convlab/run' in line
 
 
 def test_unknown_model_name(tmp_path, mnist_data_dir):
@@ -54,12 +140,55 @@ def test_unknown_model_name(tmp_path, mnist_data_dir):
 def test_missing_dataset_says_how_to_prepare_it(tmp_path):
   line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path / "w"}',
                             env={'TFDS_DATA_DIR': str(tmp_path / 'empty')}))
-  assert "dataset 'mnist'" in line and 'python -m research.data.prepare mnist' in line
+  assert "dataset 'mnist' is not prepared in" in line and 'python -m research.data.prepare mnist' in line
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
 
 
+def test_unknown_dataset_name_and_damaged_dataset_have_their_own_messages(tmp_path, mnist_data_dir):
+  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path / "w"}',
+                            '--config.data.name=mnsit'))
+  assert "tfds knows no dataset named 'mnsit' (did you mean 'mnist'?)" in line
+  damaged = tmp_path / 'tfds'
+  shutil.copytree(os.path.join(mnist_data_dir, 'mnist'), damaged / 'mnist')
+  for root, _, files in os.walk(damaged):
+    for name in files:
+      if 'train.array_record' in name:
+        os.remove(os.path.join(root, name))
+  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path / "w"}',
+                            f'--config.data.data_dir={damaged}'))
+  assert "dataset 'mnist' in" in line and 'is incomplete or damaged' in line
+  assert 'prepare it again' in line
+
+
+def prepare(*args, env=None):
+  return run_module('research.data.prepare', *args, env=env)
+
+
 def test_prepare_without_manual_files_is_a_clear_error(tmp_path):
-  result = subprocess.run([sys.executable, '-m', 'research.data.prepare', 'mnist',
-                           f'--data_dir={tmp_path}', f'--manual_dir={tmp_path / "nothing"}'],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 1 and 'has no folder mnist/' in result.stderr
+  result = prepare('mnist', f'--data_dir={tmp_path}', f'--manual_dir={tmp_path / "nothing"}')
+  assert 'is not a folder' in error_line(result)
+
+
+def test_prepare_names_checksum_mismatch_and_unknown_names(tmp_path):
+  manual = tmp_path / 'manual' / 'mnist'
+  shutil.copytree(os.path.join(REPO, '..', 'shared', 'datasets', 'mnist'), manual)
+  os.chmod(manual, 0o755)
+  target = manual / 't10k-labels-idx1-ubyte.gz'
+  os.chmod(target, 0o644)
+  with gzip.open(target, 'wb') as f:
+    f.write(b'not the MNIST labels')
+  result = prepare('mnsit', 'mnist', f'--data_dir={tmp_path / "data"}',
+                   f'--manual_dir={tmp_path / "manual"}')
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 2, result.stderr[-2000:]
+  assert "tfds knows no dataset named 'mnsit' (did you mean 'mnist'?)" in errors[0]
+  assert 'do not match the checksums tfds registers' in errors[1]
+
+
+def test_prepare_says_it_used_the_manual_files_without_progress_floods(tmp_path):
+  result = prepare('mnist', f'--data_dir={tmp_path}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '(nothing downloaded)' in result.stdout and '\r' not in result.stdout + result.stderr
+  again = prepare('mnist', f'--data_dir={tmp_path}')
+  assert 'mnist: already prepared' in again.stdout

@@ -50,3 +50,36 @@ def test_differing_keys():
   a = {'train': {'lr': 0.1, 'steps': 5}, 'seed': 0}
   b = {'train': {'lr': 0.2, 'steps': 5}, 'seed': 0, 'extra': 1}
   assert config_lib.differing_keys(a, b) == ['extra', 'train.lr']
+
+
+def test_free_form_sections_take_new_keys_and_typos_elsewhere_name_the_closest_key():
+  config = load_config('mnist_cnn')
+  config.model.dtype = 'bfloat16'                    # a model argument: checked by the model
+  config.data.eval_splits.val = 'train[:500]'        # a named eval split
+  config_lib.validate(config)
+  config.train.eval_evry = 10
+  with pytest.raises(ConfigError, match="unknown config key 'train.eval_evry' "
+                                        r"\(did you mean 'eval_every'\?\)"):
+    config_lib.validate(config)
+
+
+@pytest.mark.parametrize('changes,message', [
+    ({'train.best_mode': 'maximum'}, "train.best_mode must be 'max' or 'min'"),
+    ({'data.validation_holdout': -1}, 'validation_holdout must be >= 0'),
+    ({'data.validation_holdout': 10, 'data.eval_splits.val': 'test'}, "makes the eval split 'val'"),
+    ({'data.loader': 'grain', 'data.validation_holdout': 10}, 'need the in_memory loader'),
+    ({'train.checkpoint_every_minutes': -1.0}, 'checkpoint_every_minutes must be >= 0'),
+    ({'experiment': 'segmentatoin'}, "names no experiment module"),
+])
+def test_more_impossible_values(changes, message):
+  with pytest.raises(ConfigError, match=message):
+    config_lib.validate(load_config('mnist_cnn', **changes))
+
+
+def test_best_metric_defaults_to_early_stopping():
+  config = load_config('mnist_cnn', **{'early_stopping.metric': 'val/loss',
+                                       'early_stopping.mode': 'min'})
+  assert config_lib.best_metric(config) == ('val/loss', 'min')
+  config.train.best_metric, config.train.best_mode = 'val/accuracy', 'max'
+  assert config_lib.best_metric(config) == ('val/accuracy', 'max')
+  assert config_lib.best_metric(load_config('mnist_cnn')) == ('', '')

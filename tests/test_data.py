@@ -82,12 +82,54 @@ def test_random_crop_returns_windows_of_the_padded_image():
   np.testing.assert_array_equal(augment.random_crop(IMAGES, KEY, 0), IMAGES)
 
 
-def test_rotation():
+def test_rotation_turns_counter_clockwise_about_the_centre():
   np.testing.assert_allclose(augment.rotate(IMAGES, KEY, 0.0), IMAGES, atol=1e-6)
-  image = jnp.zeros((1, 9, 9, 1)).at[0, 4, 8, 0].set(1.0)  # a dot right of the centre
-  out = augment.rotate(image, jax.random.key(1), 90.0)
-  assert out.shape == image.shape and float(out[0, 4, 4, 0]) == 0.0
-  assert float(out.sum()) == pytest.approx(1.0, abs=0.05)  # the dot moves, its mass stays
+  image = jnp.zeros((1, 9, 9, 1)).at[0, 4, 7, 0].set(1.0)  # a dot 3 px right of the centre
+  ys, xs = np.mgrid[:9, :9]
+  for seed in range(3):
+    key = jax.random.key(seed)
+    angle = np.deg2rad(float(jax.random.uniform(key, (1,), minval=-90, maxval=90)[0]))
+    out = np.asarray(augment.rotate(image, key, 90.0))[0, ..., 0]
+    assert float(out.sum()) == pytest.approx(1.0, abs=0.02)  # the dot moves, its mass stays
+    centre_of_mass = ((out * ys).sum() / out.sum(), (out * xs).sum() / out.sum())
+    expected = (4 - 3 * np.sin(angle), 4 + 3 * np.cos(angle))  # rows grow downwards
+    np.testing.assert_allclose(centre_of_mass, expected, atol=0.1)
+  outside = augment.rotate(jnp.ones((1, 9, 9, 1)), jax.random.key(0), 90.0, 0.25)
+  assert float(outside[0, 0, 0, 0]) == pytest.approx(0.25)  # corners come from outside: fill
+
+
+def test_color_jitter_follows_torchvision_ranges():
+  # Factors come from [max(0, 1 - s), 1 + s]: a strength of 2 cannot blacken a grey image
+  # (before: U(-1, 3) with one final clip turned a quarter of them black).
+  grey = jnp.full((2000, 6, 6, 1), 0.5)
+  out = augment.color_jitter(grey, KEY, 2.0)
+  assert not bool(jnp.any(jnp.all(out == 0, axis=(1, 2, 3))))
+  assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+  # Contrast factors are never negative: no image comes out inverted.
+  images = jax.random.uniform(jax.random.key(1), (2000, 6, 6, 1))
+  out = augment.color_jitter(images, KEY, 0.0, 1.5)
+  flat_in, flat_out = images.reshape(2000, -1), out.reshape(2000, -1)
+  centred = lambda x: x - x.mean(axis=1, keepdims=True)
+  assert bool(jnp.all(jnp.sum(centred(flat_in) * centred(flat_out), axis=1) >= -1e-6))
+  # Brightness multiplies by a factor in [0.5, 1.5] (then clips): check the ratio per image.
+  ratio = augment.color_jitter(grey, KEY, 0.5)[:, 0, 0, 0] / 0.5
+  assert float(ratio.min()) >= 0.5 and float(ratio.max()) <= 1.5 and float(ratio.std()) > 0.2
+  # Saturation and hue need RGB; hue in [0, 0.5].
+  with pytest.raises(ConfigError, match='need RGB'):
+    augment.color_jitter(grey, KEY, 0.0, 0.0, 0.4)
+  with pytest.raises(ConfigError, match=r'hue must be in \[0, 0.5\]'):
+    augment.color_jitter(IMAGES, KEY, 0.0, 0.0, 0.0, 0.7)
+  rgb = augment.color_jitter(IMAGES, KEY, 0.4, 0.4, 0.4, 0.1)
+  assert rgb.shape == IMAGES.shape and float(rgb.min()) >= 0 and float(rgb.max()) <= 1
+  fixed = augment.color_jitter(IMAGES, KEY, 0.4, 0.4, 0.4, 0.1, random_order=0)
+  assert not np.allclose(rgb, fixed)  # the order is drawn per image unless random_order=0
+
+
+def test_ops_after_normalize_are_refused():
+  with pytest.raises(ConfigError, match='put normalize last'):
+    augment.parse('normalize|random_crop(2)')
+  with pytest.raises(ConfigError, match="padding mode 'wrap'"):
+    augment.pad(IMAGES, KEY, 2, 'wrap')
 
 
 def test_normalize_and_channel_stats():

@@ -94,11 +94,17 @@ def test_early_stopping_and_rerun_of_a_finished_workdir(mnist_data_dir, tmp_path
                                           'early_stopping.min_delta': 1.0,
                                           'train.eval_every': 4})
   summary = classification.run(config, str(tmp_path))
-  assert summary['stopped_early'] and summary['step'] == 12
-  assert summary['best/test/accuracy'] == json.loads(
-      [l for l in open(tmp_path / 'metrics.jsonl') if 'test/accuracy' in l][0])['test/accuracy']
-  again = classification.run(config, str(tmp_path))  # nothing left to train: re-evaluates
-  assert again['step'] == 12 and again['test/accuracy'] == summary['test/accuracy']
+  assert summary['stopped_early'] and summary['last_step'] == 12
+  evals = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl') if 'test/accuracy' in l]
+  best = max(evals, key=lambda r: r['test/accuracy'])  # the reported model: the best one
+  assert summary['best/test/accuracy'] == best['test/accuracy'] == summary['test/accuracy']
+  assert summary['step'] == summary['best_step'] == best['step']
+  files = {name: (tmp_path / name).read_bytes() for name in ('summary.json', 'config.json',
+                                                             'metrics.jsonl', 'curves.png')}
+  again = classification.run(config, str(tmp_path))  # nothing left to train: nothing rewritten
+  assert again == summary
+  for name, content in files.items():
+    assert (tmp_path / name).read_bytes() == content, name
 
 
 @pytest.mark.real_data
@@ -115,7 +121,16 @@ def test_resume_with_a_different_config_is_refused(mnist_data_dir, tmp_path):
 def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(mnist_data_dir, tmp_path):
   config = small_mnist(mnist_data_dir, **{'train.num_steps': 10})
   classification.run(config, str(tmp_path))
+  os.remove(tmp_path / 'summary.json')  # as if killed after the last save: resume restores it
   state_dir = tmp_path / 'checkpoints' / '10' / 'state'
+  files = sorted((os.path.getsize(os.path.join(r, f)), os.path.join(r, f))
+                 for r, _, fs in os.walk(state_dir) for f in fs)
+  size, largest = files[-1]
+  with open(largest, 'r+b') as f:  # a disk that filled up mid-copy
+    f.truncate(size // 2)
+  with pytest.raises(CheckpointError, match='checkpoint step 10 .* cannot be restored: one of '
+                                            'its data files is truncated or damaged'):
+    classification.run(config, str(tmp_path))
   shutil.rmtree(state_dir / 'd')
   for root, _, files in os.walk(state_dir):
     for name in files:
@@ -135,3 +150,50 @@ def test_bfloat16_switch_trains_through_the_config(tmp_path):
   assert np.isfinite(summary['train/loss']) and np.isfinite(summary['test/loss'])
   state = checkpointing.load_state(str(tmp_path))  # parameters stay float32
   assert {np.asarray(x).dtype for x in jax.tree.leaves(state['params'])} == {np.dtype('float32')}
+
+
+@pytest.mark.real_data
+def test_the_best_checkpoint_is_kept_reported_and_loadable(mnist_data_dir, tmp_path):
+  # 256 training images, 500 held out for validation: the validation loss bottoms out early,
+  # and early stopping judges on it (not on the test split).
+  config = small_mnist(mnist_data_dir, **{
+      'data.train_split': 'train[:756]', 'data.validation_holdout': 500,
+      'train.num_steps': 300, 'train.eval_every': 20, 'train.checkpoint_every': 20,
+      'train.log_every': 20, 'train.keep_checkpoints': 2, 'early_stopping.metric': 'val/loss',
+      'early_stopping.mode': 'min', 'early_stopping.patience': 4,
+      'optimizer.learning_rate': 5e-3})
+  summary = classification.run(config, str(tmp_path))
+  evals = {r['step']: r for r in map(json.loads, open(tmp_path / 'metrics.jsonl'))
+           if 'val/loss' in r}
+  best_step = min(evals, key=lambda s: evals[s]['val/loss'])
+  last_step = max(evals)
+  assert summary['stopped_early'] and best_step < last_step - 40  # the case that lost it before
+  assert summary['best_step'] == summary['step'] == best_step and summary['checkpoint'] == 'best'
+  assert summary['last_step'] == last_step == best_step + 4 * 20
+  for key in ('val/loss', 'test/accuracy', 'test/loss'):  # the best model's numbers, not the last's
+    assert summary[key] == pytest.approx(evals[best_step][key], rel=1e-6)
+    assert summary[f'last/{key}'] == pytest.approx(evals[last_step][key], rel=1e-6)
+  kept = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints'))
+  assert kept == [best_step, last_step - 20, last_step]
+  best = checkpointing.load_state(str(tmp_path), 'best')
+  assert int(best['step']) == best_step
+  from research.training import transfer
+  loaded = transfer.load_weights(f'{tmp_path}@best')
+  assert_trees_identical(loaded['params'], best['params'])
+  with pytest.raises(CheckpointError, match='no checkpoint step 7'):
+    checkpointing.load_state(str(tmp_path), 7)
+
+
+@pytest.mark.real_data
+def test_a_torn_metrics_line_does_not_block_resume(mnist_data_dir, tmp_path):
+  config = small_mnist(mnist_data_dir, **{'train.num_steps': 10})
+  classification.run(config, str(tmp_path))
+  os.remove(tmp_path / 'summary.json')  # as if the run died after step 5's checkpoint...
+  shutil.rmtree(tmp_path / 'checkpoints' / '10')
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 11, "train/lo')  # ...in the middle of writing a line
+  summary = classification.run(config, str(tmp_path))
+  assert summary['last_step'] == 10
+  records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  steps = [r['step'] for r in records if 'train/loss' in r]
+  assert steps == sorted(set(steps)) and steps[-1] == 10

@@ -79,3 +79,38 @@ def test_fine_tuning_keeps_frozen_layers_and_their_statistics_exactly(mnist_data
   assert_trees_identical(after['batch_stats']['bn1'], before['batch_stats']['bn1'])
   assert not np.array_equal(after['params']['conv2']['kernel'], before['params']['conv2']['kernel'])
   assert not np.array_equal(after['batch_stats']['bn2']['mean'], before['batch_stats']['bn2']['mean'])
+
+
+def _one_update(transfer_changes, optimizer='sgd', clip=1.0):
+  from research.training import optim
+  c = base_config()
+  c.optimizer.name, c.optimizer.learning_rate, c.optimizer.clip_grad_norm = optimizer, 1.0, clip
+  for key, value in transfer_changes.items():
+    c.transfer[key] = value
+  tx = transfer.wrap_optimizer(optim.make_optimizer(c, optim.make_schedule(c, 10)), c.transfer)
+  params = {'conv': {'kernel': jnp.zeros(2)}, 'fc': {'kernel': jnp.zeros(2)}}
+  grads = {'conv': {'kernel': jnp.array([3.0, 4.0])}, 'fc': {'kernel': jnp.array([3.0, 4.0])}}
+  return tx.update(grads, tx.init(params), params)[0]
+
+
+def test_clipping_sees_the_global_norm_whatever_the_groups():
+  # Both gradients are [3, 4]: global norm sqrt(50), so clipping to 1 scales both by 1/sqrt(50).
+  expected = np.array([-3.0, -4.0]) / np.sqrt(50.0)
+  for multipliers in ('', '^fc=1.0', '^fc=1.0,^conv=1.0'):
+    updates = _one_update({'lr_multipliers': multipliers})
+    np.testing.assert_allclose(updates['conv']['kernel'], expected, rtol=1e-6)
+    np.testing.assert_allclose(updates['fc']['kernel'], expected, rtol=1e-6)
+  # A multiplier scales its group's clipped update, not the clipping.
+  updates = _one_update({'lr_multipliers': '^fc=0.5'})
+  np.testing.assert_allclose(updates['fc']['kernel'], 0.5 * expected, rtol=1e-6)
+  np.testing.assert_allclose(updates['conv']['kernel'], expected, rtol=1e-6)
+  # Frozen gradients count in no norm: only fc's [3, 4] (norm 5) is clipped, to [0.6, 0.8].
+  updates = _one_update({'freeze': '^conv'})
+  np.testing.assert_array_equal(updates['conv']['kernel'], [0.0, 0.0])
+  np.testing.assert_allclose(updates['fc']['kernel'], [-0.6, -0.8], rtol=1e-6)
+
+
+def test_multipliers_of_one_change_nothing_for_adam():
+  plain = _one_update({}, optimizer='adam', clip=0.0)
+  grouped = _one_update({'lr_multipliers': '^fc=1.0'}, optimizer='adam', clip=0.0)
+  assert_trees_identical(plain, grouped)

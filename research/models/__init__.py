@@ -11,7 +11,8 @@ from research.models.resnet_cifar import (CifarResNet, ResNet20, ResNet32, ResNe
                                           ResNet110)
 from research.models.simple_cnn import SimpleCNN
 
-__all__ = ['MODELS', 'CifarResNet', 'LeNet5', 'SimpleCNN', 'build_model', 'count_params']
+__all__ = ['MODELS', 'CifarResNet', 'LeNet5', 'SimpleCNN', 'build_model', 'count_params',
+           'model_arguments']
 
 MODELS = {
     'lenet5': LeNet5,
@@ -35,6 +36,14 @@ MODELS = {
 }
 
 
+def model_arguments(name: str) -> set[str]:
+  """The constructor arguments `MODELS[name]` takes (what `model.*` config keys may set)."""
+  if name not in MODELS:
+    raise ConfigError(f'unknown model {name!r}; known: {", ".join(sorted(MODELS))}')
+  cls = getattr(MODELS[name], 'func', MODELS[name])
+  return {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'}
+
+
 def build_model(model_config, num_classes: int):
   """Instantiates `MODELS[config.name]` with the config's other keys as its arguments."""
   kwargs = dict(model_config)
@@ -42,8 +51,7 @@ def build_model(model_config, num_classes: int):
   if name not in MODELS:
     raise ConfigError(f'unknown model {name!r}; known: {", ".join(sorted(MODELS))}')
   factory = MODELS[name]
-  cls = getattr(factory, 'func', factory)
-  fields = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'}
+  fields = model_arguments(name)
   for key in kwargs:
     if key not in fields:
       raise ConfigError(f'model {name!r} has no argument {key!r}; it takes {", ".join(sorted(fields))}')

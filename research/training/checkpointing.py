@@ -1,28 +1,71 @@
-"""Checkpoints with orbax: the train state plus the loop's JSON state (input position, early stopping).
+"""Checkpoints with orbax: the train state plus the loop's JSON state (input position, early
+stopping, the best checkpoint so far).
 
 Writes are atomic (orbax commits a step only once every file is in place), so a run killed
 mid-save leaves the previous checkpoints intact and resume picks the latest complete one.
+The last `keep` checkpoints are kept, and with a best metric also the best one (orbax's
+BestN policy on the metric saved with each evaluated step). Restoring for inference or
+transfer (`load_state`) places the arrays on this process's devices, whatever device layout
+saved them.
 """
+import json
 import os
+import re
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from research.errors import CheckpointError
 
 
+def _first_line(e: Exception) -> str:
+  return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def _reason(e: Exception) -> str:
+  """Why orbax could not read a checkpoint, in words (its own messages hold TensorStore reprs)."""
+  text = str(e)
+  if 'error while reading array' in text:
+    shape = re.search(r'array index: \(([^)]*\))\)', text)
+    return ('one of its data files is truncated or damaged' +
+            (f' (reading array index ({shape.group(1)}) failed)' if shape else ''))
+  if isinstance(e, FileNotFoundError) or 'No such file' in text or 'NOT_FOUND' in text:
+    return f'a file is missing ({_first_line(e)})'
+  if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)) or 'Expecting value' in text:
+    return f'a metadata file is damaged ({_first_line(e)})'
+  return f'{type(e).__name__}: {_first_line(e)}'
+
+
 class Checkpointer:
 
-  def __init__(self, workdir: str, keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+  def __init__(self, workdir: str, keep: int = 3, best_mode: str = ''):
+    """`best_mode` 'max' or 'min' also keeps the checkpoint with the best saved metric."""
+    self.directory = str(epath.Path(workdir).absolute() / 'checkpoints') if '://' not in workdir \
+        else workdir.rstrip('/') + '/checkpoints'
+    policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+    if best_mode:
+      policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=lambda metrics: metrics['value'], reverse=best_mode == 'min', n=1,
+          keep_checkpoints_without_metrics=False))
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+          create=True, preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
+    except Exception as e:  # e.g. a file where the folder should be
+      raise CheckpointError(f'cannot open the checkpoints in {self.directory} ({type(e).__name__}: '
+                            f'{_first_line(e)})') from None
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state, loop_state: dict) -> None:
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state, loop_state: dict, metric: float | None = None) -> None:
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop_state)), force=True)
+        state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop_state)), force=True,
+        metrics=None if metric is None else {'value': float(metric)})
 
   def restore(self, step: int, abstract_state):
     """Restores onto `abstract_state`'s shapes, dtypes and shardings; returns (state, loop_state)."""
@@ -30,16 +73,33 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable or mismatching files
-      first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
       raise CheckpointError(
-          f'checkpoint step {step} in {self.directory} cannot be restored ({type(e).__name__}: '
-          f'{first_line}); it was left as is: move it away to resume from an earlier one, or use '
-          'a new workdir') from None
+          f'checkpoint step {step} in {self.directory} cannot be restored: {_reason(e)}; it was '
+          'left as is: move it away to resume from an earlier one, or use a new workdir') from None
     return restored['state'], restored['loop']
 
-  def restore_as_saved(self, step: int) -> dict:
-    """The train state of `step` as saved (no target): nested dicts of arrays."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  def loop_state(self, step: int) -> dict:
+    """The loop's JSON state saved with `step`."""
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(loop=ocp.args.JsonRestore()))['loop']
+    except Exception as e:
+      raise CheckpointError(f'checkpoint step {step} in {self.directory} cannot be read: '
+                            f'{_reason(e)}') from None
+
+  def restore_on_this_host(self, step: int) -> dict:
+    """The train state of `step` as nested dicts of arrays on this process's first device,
+    whatever device layout saved it."""
+    try:
+      metadata = self._manager.item_metadata(step)['state']
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata,
+          is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))
+    except Exception as e:
+      raise CheckpointError(f'checkpoint step {step} in {self.directory} cannot be restored: '
+                            f'{_reason(e)}') from None
     return restored['state']
 
   def wait(self) -> None:
@@ -49,13 +109,46 @@ class Checkpointer:
     self._manager.close()
 
 
-def load_state(workdir: str, step: int | None = None) -> dict:
-  """The saved train state of a workdir as a nested dict of arrays (latest step by default)."""
-  checkpointer = Checkpointer(workdir)
-  step = checkpointer.latest_step() if step is None else step
-  if step is None:
+def resolve_step(checkpointer: Checkpointer, step) -> int:
+  """A step number from None (the latest), 'latest', 'best' or a number (as int or str)."""
+  latest = checkpointer.latest_step()
+  if latest is None:
     raise CheckpointError(f'no checkpoint in {checkpointer.directory}')
+  if step in (None, 'latest', ''):
+    return latest
+  if step == 'best':
+    best = checkpointer.loop_state(latest).get('best', {}).get('step')
+    if best is None:
+      raise CheckpointError(f'the run in {os.path.dirname(checkpointer.directory)} tracked no best '
+                            'checkpoint (set train.best_metric or early_stopping.metric)')
+    return int(best)
   try:
-    return checkpointer.restore_as_saved(step)
+    step = int(step)
+  except ValueError:
+    raise CheckpointError(f"checkpoint step {step!r}: give a number, 'latest' or 'best'") from None
+  if step not in checkpointer.all_steps():
+    raise CheckpointError(f'no checkpoint step {step} in {checkpointer.directory}; it has '
+                          f'{", ".join(map(str, sorted(checkpointer.all_steps())))}')
+  return step
+
+
+def load_state(workdir: str, step=None) -> dict:
+  """The saved train state of a workdir (None/'latest', 'best' or a step number) as nested
+  dicts of arrays on this process's first device, whatever device layout saved it."""
+  checkpointer = Checkpointer(workdir)
+  try:
+    return checkpointer.restore_on_this_host(resolve_step(checkpointer, step))
   finally:
     checkpointer.close()
+
+
+def to_numpy(tree):
+  return jax.tree.map(np.asarray, tree)
+
+
+def write_json_atomically(path, obj) -> None:
+  """Writes JSON so that a reader never sees a half-written file (a temporary, then a rename)."""
+  path = epath.Path(path)
+  tmp = path.parent / f'.{path.name}.tmp'
+  tmp.write_text(json.dumps(obj, indent=2))
+  tmp.replace(path)

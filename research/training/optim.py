@@ -1,36 +1,60 @@
-"""Optimizers and learning-rate schedules built from `config.optimizer` and `config.schedule`."""
+"""Optimizers and learning-rate schedules built from `config.optimizer` and `config.schedule`.
+
+Schedules map the step index s = 0 .. total - 1 (the step about to be taken) to a learning
+rate; `lr` is `optimizer.learning_rate`, w `schedule.warmup_steps`, T the total steps:
+
+  warmup        lr (s + 1) / w for s < w: the first step already learns, step w - 1 is at lr
+  constant      lr after the warmup
+  warmup_cosine lr_end + (lr - lr_end) (1 + cos(pi (s - w) / (T - w))) / 2 after the warmup,
+                lr_end = lr * final_lr_factor (Loshchilov & Hutter 2017, without restarts)
+  piecewise     lr times decay_factor for every boundary at or before s; a boundary fraction
+                b becomes step max(1, floor(b T)) (never before the first step), and
+                boundaries that land on the same step each apply (they compound)
+  and, on top of any of them, reduce-on-plateau (`schedule.plateau_metric`) scales the rate
+  from the loop, driven by an eval metric (research/training/loop.py).
+"""
 import jax
+import jax.numpy as jnp
 import optax
 
 from research.errors import ConfigError
+
+SCHEDULES = ('constant', 'warmup_cosine', 'piecewise')
+
+
+def piecewise_steps(boundaries, total_steps: int) -> list[int]:
+  """The steps where piecewise decays apply, one per boundary fraction (repeats kept)."""
+  return sorted(max(1, int(b * total_steps)) for b in boundaries)
 
 
 def make_schedule(config, total_steps: int) -> optax.Schedule:
   lr = config.optimizer.learning_rate
   s = config.schedule
+  if s.name not in SCHEDULES:
+    raise ConfigError(f"unknown schedule {s.name!r}; known: {', '.join(SCHEDULES)}")
+  w = s.warmup_steps
+  if w < 0 or w > total_steps or (s.name == 'warmup_cosine' and w >= total_steps):
+    raise ConfigError(f'schedule.warmup_steps ({w}) must be in [0, the {total_steps} training '
+                      'steps)')
+  warmup = (lambda step: jnp.minimum(1.0, (step + 1) / w)) if w else (lambda step: 1.0)
   if s.name == 'constant':
-    if s.warmup_steps:
-      return optax.join_schedules(
-          [optax.linear_schedule(0.0, lr, s.warmup_steps), optax.constant_schedule(lr)],
-          [s.warmup_steps])
-    return optax.constant_schedule(lr)
+    return lambda step: lr * warmup(step)
   if s.name == 'warmup_cosine':
-    if s.warmup_steps >= total_steps:
-      raise ConfigError(f'schedule.warmup_steps ({s.warmup_steps}) must be below the '
-                        f'{total_steps} training steps')
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=lr, warmup_steps=s.warmup_steps, decay_steps=total_steps,
-        end_value=lr * s.final_lr_factor)
-  if s.name == 'piecewise':
-    if any(not 0 < b < 1 for b in s.boundaries):
-      raise ConfigError(f'schedule.boundaries are fractions of training in (0, 1); got {s.boundaries}')
-    boundaries = {int(b * total_steps): s.decay_factor for b in s.boundaries}
-    decayed = optax.piecewise_constant_schedule(lr, boundaries)
-    if s.warmup_steps:
-      warmup = optax.linear_schedule(0.0, lr, s.warmup_steps)
-      return lambda step: jax.numpy.where(step < s.warmup_steps, warmup(step), decayed(step))
-    return decayed
-  raise ConfigError(f"unknown schedule {s.name!r}; known: constant, warmup_cosine, piecewise")
+    end = lr * s.final_lr_factor
+
+    def warmup_cosine(step):
+      progress = jnp.clip((step - w) / (total_steps - w), 0.0, 1.0)
+      cosine = end + (lr - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+      return jnp.where(step < w, lr * warmup(step), cosine)
+    return warmup_cosine
+  if any(not 0 < b < 1 for b in s.boundaries):
+    raise ConfigError(f'schedule.boundaries are fractions of training in (0, 1); got {s.boundaries}')
+  steps = jnp.asarray(piecewise_steps(s.boundaries, total_steps))
+
+  def piecewise(step):
+    decays = jnp.sum(step >= steps) if len(s.boundaries) else 0
+    return lr * warmup(step) * s.decay_factor ** decays
+  return piecewise
 
 
 def _decay_mask(decay_norms_and_biases: bool):
@@ -39,6 +63,9 @@ def _decay_mask(decay_norms_and_biases: bool):
 
 
 def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """The optimizer over all parameters at once: clipping sees the global norm of every
+  gradient; per-group learning-rate factors and freezing come after it
+  (research/training/transfer.py)."""
   o = config.optimizer
   mask = _decay_mask(o.decay_norms_and_biases)
   if o.name in ('sgd', 'momentum', 'nesterov'):

@@ -3,11 +3,17 @@ and scale learning rates per parameter group.
 
 Parameter paths are '/'-joined module names, e.g. 'conv1/kernel', 'layer2_0/bn1/scale',
 'logits/bias'. `config.transfer`:
-  init_from       a workdir of this project (its latest checkpoint) or a folder written by
+  init_from       a workdir of this project (its latest checkpoint; 'workdir@best' or
+                  'workdir@<step>' for another) or a folder written by
                   research.tools.convert_torch; '' = train from scratch
   reinit          regex of parameters not taken from it (the head, whose shape changes)
   freeze          regex of parameters kept exactly as loaded (their BatchNorm statistics too)
   lr_multipliers  'regex=factor,regex=factor': the first match scales that parameter's updates
+
+The optimizer still runs once over all parameters (`wrap_optimizer`): frozen parameters'
+gradients are zeroed before it, so gradient clipping by global norm and any other transform
+that sees every gradient at once behave as without groups; the group factors then scale its
+updates (for SGD, momentum and Adam alike this equals a per-group learning rate).
 """
 import os
 import re
@@ -24,18 +30,28 @@ def path_of(key_path) -> str:
   return '/'.join(str(getattr(k, 'key', k)) for k in key_path)
 
 
-def load_weights(path: str) -> dict:
-  """{'params': ..., 'batch_stats': ...} from a workdir or a converted-weights folder."""
+def split_step(spec: str) -> tuple[str, str | None]:
+  """'runs/x@best' -> ('runs/x', 'best'); 'runs/x' -> ('runs/x', None)."""
+  path, at, step = spec.rpartition('@')
+  if at and (step in ('best', 'latest') or step.isdigit()):
+    return path, step
+  return spec, None
+
+
+def load_weights(spec: str) -> dict:
+  """{'params': ..., 'batch_stats': ...} from a workdir (optionally '@best' or '@<step>') or a
+  converted-weights folder, on this process's devices whatever layout saved them."""
+  path, step = split_step(spec)
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, 'checkpoints')):
-    state = load_state(path)
-  elif os.path.isdir(path):
+    state = load_state(path, step)
+  elif os.path.isdir(path) and step is None:
     try:
       state = ocp.StandardCheckpointer().restore(path)
     except Exception as e:
       raise CheckpointError(f'cannot read weights from {path} ({type(e).__name__})') from None
   else:
-    raise CheckpointError(f'transfer.init_from={path} is neither a workdir nor a weights folder')
+    raise CheckpointError(f'transfer.init_from={spec} is neither a workdir nor a weights folder')
   return {'params': state['params'], 'batch_stats': state.get('batch_stats', {}) or {}}
 
 
@@ -84,21 +100,32 @@ def parse_multipliers(spec: str) -> list[tuple[str, float]]:
   return pairs
 
 
+def group_factors(params, transfer_config, multipliers: bool = True):
+  """A tree like `params` of update factors: 0 frozen, the first matching multiplier (when
+  `multipliers`), else 1."""
+  freeze = transfer_config.freeze
+  pairs = parse_multipliers(transfer_config.lr_multipliers) if multipliers else []
+
+  def factor(key_path, _):
+    path = path_of(key_path)
+    if freeze and re.search(freeze, path):
+      return 0.0
+    return next((f for r, f in pairs if re.search(r, path)), 1.0)
+  return jax.tree_util.tree_map_with_path(factor, params)
+
+
+def _scale_by_groups(transfer_config, multipliers: bool) -> optax.GradientTransformation:
+  def update(updates, state, params=None):
+    factors = group_factors(updates, transfer_config, multipliers)
+    return jax.tree.map(lambda u, f: u if f == 1.0 else u * f, updates, factors), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def wrap_optimizer(optimizer, transfer_config) -> optax.GradientTransformation:
-  """Frozen parameters get zero updates; the others the optimizer's, scaled per group."""
-  freeze, multipliers = transfer_config.freeze, parse_multipliers(transfer_config.lr_multipliers)
-  if not freeze and not multipliers:
+  """Frozen parameters get zero gradients (before `optimizer`, so they count in no global norm
+  and leave no optimizer state) and zero updates; the others `optimizer`'s updates, scaled by
+  their group's factor."""
+  if not transfer_config.freeze and not parse_multipliers(transfer_config.lr_multipliers):
     return optimizer
-
-  def label(params):
-    def one(key_path, _):
-      path = path_of(key_path)
-      if freeze and re.search(freeze, path):
-        return 'frozen'
-      return next((f'group{i}' for i, (r, _) in enumerate(multipliers) if re.search(r, path)), 'rest')
-    return jax.tree_util.tree_map_with_path(one, params)
-
-  transforms = {'frozen': optax.set_to_zero(), 'rest': optimizer}
-  for i, (_, factor) in enumerate(multipliers):
-    transforms[f'group{i}'] = optax.chain(optimizer, optax.scale(factor))
-  return optax.multi_transform(transforms, label)
+  return optax.chain(_scale_by_groups(transfer_config, multipliers=False), optimizer,
+                     _scale_by_groups(transfer_config, multipliers=True))

@@ -1,0 +1,2 @@
+"""ConvLab's own tfds datasets, registered with tfds on import; each prepares offline from the
+original files in `$TFDS_MANUAL_DIR/<name>/` (`python -m research.data.prepare <name>`)."""

@@ -1,0 +1,75 @@
+"""When the loop stops before its last step: on a signal (preemption), and on early stopping.
+
+SIGTERM is what a TPU VM maintenance event, a spot/preemptible VM or a SLURM time limit sends;
+SIGINT is Ctrl-C. On either, the loop finishes the step it is in, saves a checkpoint there
+and raises `Preempted` (the command line exits with code 75: rerun to resume). A second
+SIGINT stops at once (KeyboardInterrupt), saving nothing more. In a multi-process run every
+process must save at the same step: processes agree through JAX's preemption sync point
+(`multihost_utils.reached_preemption_sync_point`, which the coordination service drives), and a
+signal delivered to one process only is forwarded to the others by that service.
+"""
+import os
+import signal
+import threading
+
+import jax
+
+
+class StopSignals:
+  """Installs SIGTERM/SIGINT handlers for the duration of a `with` block (main thread only)."""
+
+  def __init__(self):
+    self.received = None  # the name of the first signal, once one arrived
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is not threading.main_thread():
+      return self
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.getsignal(sig)
+      signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
+
+  def _handle(self, signum, frame):
+    name = signal.Signals(signum).name
+    if self.received == 'SIGINT' and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # the second Ctrl-C: stop now
+    if self.received is None:
+      self.received = name
+      print(f'\n{name} received: saving a checkpoint after this step, then stopping '
+            '(press Ctrl-C again to stop at once)', flush=True)
+      if jax.process_count() > 1 and signum == signal.SIGINT:
+        os.kill(os.getpid(), signal.SIGTERM)  # JAX's preemption notifier listens to SIGTERM
+
+  def reached(self, step: int) -> bool:
+    """Whether every process should save at `step` and stop (call once per step, everywhere)."""
+    if jax.process_count() == 1:
+      return self.received is not None
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.reached_preemption_sync_point(step))
+
+
+class Tracker:
+  """The best value of an eval metric so far, its step, and evaluations since it improved.
+
+  State is a JSON-able dict, saved in every checkpoint so that resume continues exactly."""
+
+  def __init__(self, metric: str, mode: str, min_delta: float = 0.0, state: dict | None = None):
+    self.metric, self.mode, self.min_delta = metric, mode, min_delta
+    self.state = dict(state or {'value': None, 'step': None, 'evals_without_improvement': 0})
+
+  def update(self, step: int, results: dict) -> bool:
+    """Records the evaluation at `step`; returns whether it improved on the best so far."""
+    value, best = results[self.metric], self.state['value']
+    improved = (best is None or (value > best + self.min_delta if self.mode == 'max'
+                                 else value < best - self.min_delta))
+    if improved:
+      self.state.update(value=value, step=step, evals_without_improvement=0)
+    else:
+      self.state['evals_without_improvement'] += 1
+    return improved

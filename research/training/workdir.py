@@ -1,0 +1,167 @@
+"""A run's workdir: checked before anything is written, locked against a second run, and its
+config.json / summary.json written so that no reader ever sees half a file.
+
+Paths may be local folders or any path etils.epath opens (gs://bucket/..., for TPU pods).
+Only process 0 touches these files; the other processes of a multi-process run learn the
+outcome from it (`process0_decides`), so none reads a file another may be writing.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+
+from research.config import base_config, differing_keys
+from research.errors import CheckpointError, ConvLabError, WorkdirError
+from research.training.checkpointing import write_json_atomically
+
+# Keys that may change between a run and its resumption: they do not change what is computed.
+RESUMABLE_CHANGES = ('train.log_every', 'train.eval_every', 'train.checkpoint_every',
+                     'train.checkpoint_every_minutes', 'train.keep_checkpoints',
+                     'train.eval_batch_size', 'data.data_dir')
+LOCK_FILE = '.lock'
+
+
+def is_local(path: str) -> bool:
+  return '://' not in path
+
+
+def process0_decides(fn):
+  """Runs `fn()` on process 0 and returns its JSON-able result on every process; a ConvLabError
+  raised there is raised (as one with the same message) on every process."""
+  if jax.process_count() == 1:
+    return fn()
+  from jax.experimental import multihost_utils
+  payload = b''
+  if jax.process_index() == 0:
+    try:
+      payload = json.dumps({'ok': fn()}).encode()
+    except ConvLabError as e:
+      payload = json.dumps({'error': str(e), 'type': type(e).__name__}).encode()
+  size = int(multihost_utils.broadcast_one_to_all(np.int32(len(payload))))
+  buffer = np.frombuffer(payload, np.uint8) if jax.process_index() == 0 else np.zeros(size, np.uint8)
+  message = json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))).decode())
+  if 'error' in message:
+    errors = {cls.__name__: cls for cls in (WorkdirError, CheckpointError)}
+    raise errors.get(message['type'], ConvLabError)(message['error'])
+  return message['ok']
+
+
+def prepare(workdir: str) -> epath.Path:
+  """Creates the workdir (process 0) or says in one line why it cannot be used."""
+  def check():
+    if is_local(workdir):
+      if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirError(f'workdir {workdir} is a file, not a folder: choose another --workdir')
+      try:
+        os.makedirs(workdir, exist_ok=True)
+      except OSError as e:
+        raise WorkdirError(f'cannot create workdir {workdir}: {e.strerror}') from None
+      if not os.access(workdir, os.W_OK | os.X_OK):
+        raise WorkdirError(f'workdir {workdir} is not writable: choose another --workdir or fix '
+                           'its permissions')
+    else:
+      epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    return True
+  process0_decides(check)
+  return epath.Path(workdir)
+
+
+@contextlib.contextmanager
+def locked(workdir: str):
+  """Holds an exclusive lock on a local workdir for the run (process 0 takes it for all): a
+  second run on the same workdir fails at once naming the holder. The lock is an flock on
+  `<workdir>/.lock`, released by the kernel when the holding process ends in any way, so a
+  killed run leaves no stale lock; the file records host, pid and start time for the message.
+  Remote workdirs (gs://) are not locked."""
+  handle = None
+
+  def acquire():
+    nonlocal handle
+    if not is_local(workdir):
+      return True
+    path = os.path.join(workdir, LOCK_FILE)
+    handle = open(path, 'a+')
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      handle.seek(0)
+      holder = handle.read().strip() or 'another process'
+      handle.close()
+      handle = None
+      raise WorkdirError(f'workdir {workdir} is in use by {holder}; wait for that run to end or '
+                         'use another --workdir') from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f'pid {os.getpid()} on {socket.gethostname()} since '
+                 f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n')
+    handle.flush()
+    return True
+
+  process0_decides(acquire)
+  try:
+    yield
+  finally:
+    if handle is not None:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+      handle.close()
+
+
+def _with_defaults(saved: dict, schema: dict) -> dict:
+  """`saved` with keys the schema added since it was written filled with their defaults."""
+  out = dict(saved)
+  for key, default in schema.items():
+    if key not in out:
+      out[key] = default
+    elif isinstance(default, dict) and isinstance(out[key], dict):
+      out[key] = _with_defaults(out[key], default)
+  return out
+
+
+def check_and_write_config(workdir: epath.Path, config: ml_collections.ConfigDict,
+                           resuming: bool, write: bool = True) -> None:
+  """Writes config.json (unless `write` is False: a finished run's stays as it is); when
+  resuming, refuses a config that changes what is computed."""
+  def check():
+    path = workdir / 'config.json'
+    resolved = json.loads(config.to_json_best_effort())
+    if resuming and path.exists():
+      try:
+        saved = json.loads(path.read_text())
+      except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f'{path} is damaged (not JSON); restore it or use a new workdir') from None
+      if 'experiment' in resolved:
+        saved = _with_defaults(saved, json.loads(base_config().to_json_best_effort()))
+      changed = [k for k in differing_keys(saved, resolved) if k not in RESUMABLE_CHANGES]
+      if changed:
+        raise CheckpointError(f'{workdir} holds a run with a different config (differs at '
+                              f'{", ".join(changed)}); resume with the same config or use a new '
+                              'workdir')
+    if write:
+      write_json_atomically(path, resolved)
+    return True
+  process0_decides(check)
+
+
+def read_summary(workdir: epath.Path) -> dict | None:
+  """The finished run's summary.json (process 0 reads it, every process gets it), or None."""
+  def read():
+    path = workdir / 'summary.json'
+    if not path.exists():
+      return None
+    try:
+      return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      return None  # a damaged summary is rewritten by finishing the run again
+  return process0_decides(read)
+
+
+def write_summary(workdir: epath.Path, summary: dict) -> None:
+  if jax.process_index() == 0:
+    write_json_atomically(workdir / 'summary.json', summary)
