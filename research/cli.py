@@ -171,6 +171,9 @@ def main_with(experiment, validate=config_lib.validate, check=None):
                      errno.EEXIST, errno.EISDIR, errno.ENOENT, errno.EDQUOT):
         fail(f'{e.strerror}: {e.filename}' if e.filename else _one_line(e))
       raise
+    import jax
+    if jax.process_index() != 0:
+      return
     shown = {k: v for k, v in summary.items() if '/' in k and not k.startswith(('train/', 'last/'))
              and isinstance(v, (int, float))}
     print('results: ' + ', '.join(f'{k}={v:.4f}' for k, v in shown.items()))

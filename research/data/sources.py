@@ -75,8 +75,8 @@ def open_source(name: str, split: str, data_dir: str = ''):
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # tfds raises many kinds; find the true reason
     error = e
-  if not os.path.isdir(folder) or not any(
-      os.path.isfile(os.path.join(root, 'dataset_info.json')) for root, _, _ in os.walk(folder)):
+  from etils import epath
+  if not epath.Path(folder).exists() or not any(epath.Path(folder).glob('**/dataset_info.json')):
     raise DatasetNotFoundError(f'dataset {name!r} is not prepared in {data_dir}; prepare it '
                                f'with: {prepare_command(name, data_dir)}')
   if isinstance(error, ValueError) and 'split' in str(error).lower():  # names the known splits

@@ -50,8 +50,11 @@ class Checkpointer:
           get_metric_fn=lambda metrics: metrics['value'], reverse=best_mode == 'min', n=1,
           keep_checkpoints_without_metrics=False))
     try:
-      self._manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
-          create=True, preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=ocp.CheckpointManagerOptions(
+              create=True, preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies)),
+          item_handlers={'state': ocp.StandardCheckpointHandler(),
+                         'loop': ocp.JsonCheckpointHandler()})
     except Exception as e:  # e.g. a file where the folder should be
       raise CheckpointError(f'cannot open the checkpoints in {self.directory} ({type(e).__name__}: '
                             f'{_first_line(e)})') from None

@@ -46,7 +46,9 @@ def explicit_settings(coordinator_address: str = '', num_processes: int = 0,
   given = {'coordinator_address': coordinator_address or os.environ.get(ENV['coordinator_address'], ''),
            'num_processes': num_processes or int(os.environ.get(ENV['num_processes'], 0) or 0),
            'process_id': process_id if process_id >= 0 else int(os.environ.get(ENV['process_id'], -1))}
-  named = {k for k, v in given.items() if v not in ('', 0, -1)}
+  named = {k for k, v in given.items()
+           if (k == 'coordinator_address' and v) or (k == 'num_processes' and v > 0)
+           or (k == 'process_id' and v >= 0)}
   if not named:
     return {}
   if named != set(given):

@@ -168,7 +168,7 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   progress = Progress(total_steps, initial=step)
   pending, last_train, last_eval = [], {}, {}
   try:
-    with stopping.StopSignals() as signals:
+    with stopping.StopSignals(mesh) as signals:
       while step < total_steps and not loop_state['stopped_early']:
         batch = parallel.to_global(next(train_loader), data_sharded)
         state, step_metrics = train_step(state, batch)
@@ -178,8 +178,8 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
           jax.block_until_ready(step_metrics)
         if signals.reached(step):
           save(step)
-          raise Preempted(f'{signals.received or "a preemption notice"} at step {step}; saved a '
-                          f'checkpoint there')
+          raise Preempted(f'{signals.received or "a signal to another process"} at step {step}; '
+                          'saved a checkpoint there')
         do_eval = step % eval_every == 0 or step == total_steps
         do_checkpoint = step % checkpoint_every == 0 or step == total_steps
         if step % t.log_every and not do_eval and not do_checkpoint:
@@ -195,8 +195,9 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
         if do_eval:
           last_eval = {'step': step, **evaluate_now(state)}
           writer.write(step, {k: v for k, v in last_eval.items() if k != 'step'})
-          print(f'step {step}: ' + '  '.join(f'{k}={v:.4f}' for k, v in last_eval.items()
-                                             if k != 'step'), flush=True)
+          if jax.process_index() == 0:
+            print(f'step {step}: ' + '  '.join(f'{k}={v:.4f}' for k, v in last_eval.items()
+                                               if k != 'step'), flush=True)
           if best:
             _check_monitored(best_metric, last_eval, 'the best metric (train.best_metric)')
             metric = last_eval[best_metric]

@@ -3,24 +3,35 @@
 SIGTERM is what a TPU VM maintenance event, a spot/preemptible VM or a SLURM time limit sends;
 SIGINT is Ctrl-C. On either, the loop finishes the step it is in, saves a checkpoint there
 and raises `Preempted` (the command line exits with code 75: rerun to resume). A second
-SIGINT stops at once (KeyboardInterrupt), saving nothing more. In a multi-process run every
-process must save at the same step: processes agree through JAX's preemption sync point
-(`multihost_utils.reached_preemption_sync_point`, which the coordination service drives), and a
-signal delivered to one process only is forwarded to the others by that service.
+SIGINT stops at once (KeyboardInterrupt), saving nothing more.
+
+In a multi-process run every process must save at the same step, and a signal may reach only
+some of them. After each step the processes combine their flags with one tiny all-reduce (a
+max over one int per device), so all of them see a signal at the same step and save there.
+(JAX's own `multihost_utils.reached_preemption_sync_point` was tried: on CPU and GPU builds its
+coordination service never hears of a SIGTERM, so it never fires.)
 """
-import os
 import signal
 import threading
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 class StopSignals:
-  """Installs SIGTERM/SIGINT handlers for the duration of a `with` block (main thread only)."""
+  """Installs SIGTERM/SIGINT handlers for the duration of a `with` block (main thread only).
 
-  def __init__(self):
+  `mesh`: the run's device mesh, over which processes combine their flags (multi-process)."""
+
+  def __init__(self, mesh=None):
     self.received = None  # the name of the first signal, once one arrived
     self._previous = {}
+    if jax.process_count() > 1:
+      sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names))
+      self._sharding = sharding
+      self._any = jax.jit(jnp.max, out_shardings=jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec()))
 
   def __enter__(self):
     if threading.current_thread() is not threading.main_thread():
@@ -43,15 +54,15 @@ class StopSignals:
       self.received = name
       print(f'\n{name} received: saving a checkpoint after this step, then stopping '
             '(press Ctrl-C again to stop at once)', flush=True)
-      if jax.process_count() > 1 and signum == signal.SIGINT:
-        os.kill(os.getpid(), signal.SIGTERM)  # JAX's preemption notifier listens to SIGTERM
 
   def reached(self, step: int) -> bool:
-    """Whether every process should save at `step` and stop (call once per step, everywhere)."""
+    """Whether every process should save now and stop (call after every step, everywhere)."""
+    del step
     if jax.process_count() == 1:
       return self.received is not None
-    from jax.experimental import multihost_utils
-    return bool(multihost_utils.reached_preemption_sync_point(step))
+    local = np.full((jax.local_device_count(),), int(self.received is not None), np.int32)
+    flags = jax.make_array_from_process_local_data(self._sharding, local)
+    return bool(self._any(flags))
 
 
 class Tracker:
