@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from research.models.conv import Conv
+from research.models.layers import choose
 from research.models.norm import BatchNorm
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -58,7 +59,7 @@ class ConvBNAct(nn.Module):
     relu = self.activation == 'relu'  # fused into the BatchNorm
     x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon,
                   dtype=self.dtype, relu=relu, name='bn')(x)
-    return x if relu else ACTIVATIONS[self.activation](x)
+    return x if relu else choose(ACTIVATIONS, self.activation, 'activation')(x)
 
 
 class DepthwiseSeparableConv(nn.Module):

@@ -5,7 +5,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from research.errors import InputShapeError
+from research.errors import ConfigError, InputShapeError
+
+
+def choose(options: dict, value: str, what: str):
+  """options[value], or a ConfigError naming `what` and the known values."""
+  if value not in options:
+    raise ConfigError(f'{what} {value!r} is not known; known: {", ".join(sorted(options))}')
+  return options[value]
 
 
 def check_images(x, model: str, min_size: int, channels: int | None = None) -> None:

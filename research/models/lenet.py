@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from research.models.conv import Conv
-from research.models.layers import adaptive_avg_pool, check_images, max_pool
+from research.models.layers import adaptive_avg_pool, check_images, choose, max_pool
 
 _ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu}
 
@@ -22,8 +22,8 @@ class LeNet5(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
     check_images(x, 'LeNet5', min_size=16)
-    act = _ACTIVATIONS[self.activation]
-    pool = nn.avg_pool if self.pooling == 'avg' else max_pool
+    act = choose(_ACTIVATIONS, self.activation, 'LeNet5 activation')
+    pool = choose({'avg': nn.avg_pool, 'max': max_pool}, self.pooling, 'LeNet5 pooling')
     x = x.astype(self.dtype)
     features = {}
     x = pool(act(Conv(6, (5, 5), padding='VALID', dtype=self.dtype, name='conv1')(x)), (2, 2), (2, 2))
