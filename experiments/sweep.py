@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     if args.dry_run:
       for run in runs:
         print(f'{run.point.name}/seed{run.seed}: {shlex.join(run.command)}')
-      print(f'{len(manifest["points"])} points x {len(manifest["seeds"])} seeds = {len(runs)} runs')
+      print(f'dry run: {len(manifest["points"])} points x {len(manifest["seeds"])} seeds = '
+            f'{len(runs)} runs; nothing was written')
       return 0
     check_first(runs[0])
     results.write_manifest(args.workdir, manifest)

@@ -44,10 +44,10 @@ def documented_commands():
     text = text.replace('\\\n', ' ')
     for match in re.finditer(r'((?:[A-Z_]+=\S+ )*)python -m (experiments\.\w+) ([^\n`|]*)', text):
       env_part, module, rest = match.groups()
-      rest = rest.replace('[', ' ').replace(']', ' ')
+      rest = rest.split(' #')[0].replace('[', ' ').replace(']', ' ')
       if '--config=' not in rest or '<' in rest:
         continue
-      args = [a for a in shlex.split(rest) if a != '...' and not a.startswith('#')]
+      args = [a for a in shlex.split(rest) if a != '...' and a != '--dry_run']
       env = dict(e.split('=', 1) for e in env_part.split())
       commands.append((module, tuple(args), tuple(sorted(env.items()))))
   return sorted(set(commands))

@@ -9,7 +9,8 @@ from research.errors import ConfigError
 from tests.helpers import REPO, load_config
 
 CONFIGS = sorted(os.path.basename(p)[:-3]
-                 for p in glob.glob(os.path.join(REPO, 'configs', 'classification', '*.py')))
+                 for p in glob.glob(os.path.join(REPO, 'configs', 'classification', '*.py'))
+                 if not p.endswith('__init__.py'))
 
 
 @pytest.mark.parametrize('name', CONFIGS)

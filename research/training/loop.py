@@ -221,11 +221,13 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   try:
     if last_eval.get('step') != step:  # e.g. resumed at the final step
       last_eval = {'step': step, **evaluate_now(state)}
-    reported, which = last_eval, 'last'
+    reported, which, reported_state = last_eval, 'last', state
     best_step = best.state['step'] if best else None
     if best_step is not None and best_step != step:
-      best_state, _ = checkpointer.restore(best_step, abstract)
-      reported, which = {'step': best_step, **evaluate_now(best_state)}, 'best'
+      reported_state, _ = checkpointer.restore(best_step, abstract)
+      reported, which = {'step': best_step, **evaluate_now(reported_state)}, 'best'
+    if task.final_report is not None:
+      reported = {**reported, **task.final_report(reported_state, workdir)}
   finally:
     checkpointer.close()
   summary = {**reported, 'checkpoint': which, 'last_step': step,
