@@ -3,6 +3,9 @@
     python -m experiments.classification --config=configs/classification/mnist_cnn.py \
         --workdir=runs/mnist_cnn [--config.train.num_epochs=5 ...]
 """
+import dataclasses
+import functools
+
 import jax
 import numpy as np
 
@@ -33,10 +36,34 @@ def run(config, workdir: str) -> dict:
                              label_smoothing=config.train.label_smoothing,
                              top_k=config.train.top_k)
 
+  # At the end, the evaluation suite on the first eval split (research/evaluation).
+  if config.train.final_report:
+    task = dataclasses.replace(task, final_report=functools.partial(
+        final_report, model, eval_preprocess, dataset, config.train.eval_batch_size))
+
   # The shared loop: init or resume, train, evaluate, checkpoint, summarise.
   return train_loop.run(config, workdir, model=model, task=task,
                         train_loader=dataset.train_loader, eval_sets=dataset.eval_sets,
                         input_shape=input_shape)
+
+
+def final_report(model, preprocess, dataset, batch_size, state, workdir) -> dict:
+  """research/evaluation's report on the first eval split, into <workdir>/eval/<split>/; its
+  macro AUC and Brier score join the summary."""
+  if jax.process_count() > 1:  # each process holds a shard of the split
+    return {'final_report': 'skipped: multi-process run (python -m experiments.evaluate)'}
+  from research.evaluation import metrics, suite
+  from research.training.task import variables
+  name, eval_set = next(iter(dataset.eval_sets.items()))
+  images, labels = eval_set.split.images, eval_set.split.labels
+  predict = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, preprocess(x, jax.random.key(0)))))
+  params = variables(jax.device_get(state.params), jax.device_get(state.batch_stats))
+  probs = np.concatenate([np.asarray(predict(params, images[i:i + batch_size]), np.float64)
+                          for i in range(0, len(images), batch_size)])
+  result = suite.evaluate_predictions(f'{workdir}/eval/{name}', probs, labels, dataset.class_names,
+                                      images, workdir=workdir, split=name, step=int(state.step))
+  headline = metrics.headline(result['model'])
+  return {f'{name}/{k}': headline[k] for k in ('macro_auc', 'brier')}
 
 
 def check(config) -> str:

@@ -60,6 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.loss = 'softmax_xent'     # 'softmax_xent' | 'mse' (on one-hot targets)
   c.train.label_smoothing = 0.0
   c.train.top_k = 5                 # also report top-k accuracy when num_classes > k
+  c.train.final_report = True       # evaluate the reported checkpoint on the first eval split
+                                    # with research/evaluation (eval/<split>/: report, PNGs)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'sgd'          # sgd | momentum | nesterov | adam | adamw
@@ -78,6 +80,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.schedule.boundaries = (0.5, 0.75)  # piecewise: fractions of the total steps
   c.schedule.decay_factor = 0.1        # piecewise: lr multiplier at each boundary
   c.schedule.final_lr_factor = 0.0     # warmup_cosine: final lr / peak lr
+  c.schedule.plateau_metric = ''       # reduce-on-plateau on top: an eval metric, e.g. 'val/loss'
+  c.schedule.plateau_mode = 'min'      # 'min' | 'max'
+  c.schedule.plateau_factor = 0.1      # lr multiplier on a plateau
+  c.schedule.plateau_patience = 3      # evaluations without improvement
+  c.schedule.plateau_rtol = 1e-4       # relative improvement that counts
+  c.schedule.plateau_cooldown = 0      # evaluations before counting again after a reduction
+  c.schedule.plateau_min_scale = 0.0   # the factor never goes below this
 
   c.transfer = ml_collections.ConfigDict()  # see research/training/transfer.py
   c.transfer.init_from = ''         # a workdir (optionally 'workdir@best' or '@<step>') or

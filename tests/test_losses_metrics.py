@@ -62,3 +62,43 @@ def test_classification_sums_combine_exactly_over_batches():
   assert result['accuracy'] == pytest.approx((LOGITS[:4].argmax(-1) == LABELS[:4]).mean())
   top2 = np.argsort(-LOGITS[:4], -1)[:, :2]
   assert result['top2_accuracy'] == pytest.approx((top2 == LABELS[:4, None]).any(-1).mean())
+
+
+def test_macro_f1_and_ece_sums_match_scikit_learn_and_a_hand_computation():
+  from sklearn.metrics import f1_score
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(500, 5)).astype(np.float32) * 3
+  labels = rng.integers(0, 4, 500)  # class 4 never occurs: its F1 is 0 (zero_division=0)
+  mask = (rng.random(500) > 0.1).astype(np.float32)
+  losses = np.zeros(500, np.float32)
+  parts = [metrics.classification_sums(logits[i:i + 128], labels[i:i + 128], losses[i:i + 128],
+                                       mask[i:i + 128], confusion=True) for i in range(0, 500, 128)]
+  total = parts[0]
+  for part in parts[1:]:
+    total = metric_sums.add(total, part)
+  result = metrics.finalize(total)
+  keep = mask > 0
+  predicted = logits.argmax(-1)
+  assert result['macro_f1'] == pytest.approx(
+      f1_score(labels[keep], predicted[keep], labels=range(5), average='macro', zero_division=0),
+      rel=1e-6)
+  # ECE by hand: 15 equal-width bins (b/15, (b+1)/15] on the top-label softmax confidence.
+  z = logits[keep] - logits[keep].max(-1, keepdims=True)
+  p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+  confidence, hit = p.max(-1), (p.argmax(-1) == labels[keep])
+  ece = 0.0
+  for b in range(15):
+    in_bin = (confidence > b / 15) & (confidence <= (b + 1) / 15)
+    if in_bin.any():
+      ece += in_bin.mean() * abs(hit[in_bin].mean() - confidence[in_bin].mean())
+  assert result['ece'] == pytest.approx(ece, rel=1e-5)
+  assert result['accuracy'] == pytest.approx(hit.mean(), rel=1e-6)
+
+
+def test_perfectly_calibrated_predictions_have_zero_ece():
+  # Every example predicts its class with confidence 0.9 and is right 9 times out of 10.
+  logits = np.full((100, 2), 0.0, np.float32)
+  logits[:, 0] = np.log(9.0)  # softmax = (0.9, 0.1)
+  labels = np.array([0] * 90 + [1] * 10)
+  sums = metrics.classification_sums(logits, labels, np.zeros(100), confusion=True)
+  assert metrics.finalize(sums)['ece'] == pytest.approx(0.0, abs=1e-6)

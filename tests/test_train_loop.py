@@ -197,3 +197,37 @@ def test_a_torn_metrics_line_does_not_block_resume(mnist_data_dir, tmp_path):
   records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
   steps = [r['step'] for r in records if 'train/loss' in r]
   assert steps == sorted(set(steps)) and steps[-1] == 10
+
+
+@pytest.mark.real_data
+def test_reduce_on_plateau_scales_the_learning_rate_and_resumes_exactly(mnist_data_dir, tmp_path,
+                                                                        monkeypatch):
+  # rtol 0.9: an evaluation counts as better only when its loss is a tenth of the best so far,
+  # so after the first evaluation every one is a plateau of patience 1: x0.5 each time.
+  config = small_mnist(mnist_data_dir, **{
+      'schedule.name': 'constant', 'schedule.warmup_steps': 0, 'train.eval_every': 5,
+      'train.log_every': 1, 'schedule.plateau_metric': 'test/loss', 'schedule.plateau_patience': 1,
+      'schedule.plateau_factor': 0.5, 'schedule.plateau_rtol': 0.9, 'train.num_steps': 20})
+  classification.run(config, str(tmp_path / 'straight'))
+  rates = {r['step']: r['train/learning_rate'] for r in map(json.loads, open(tmp_path / 'straight' / 'metrics.jsonl'))
+           if 'train/learning_rate' in r}
+  lr = config.optimizer.learning_rate
+  # Evaluations at 5 (the first: best), 10, 15 (plateaus): the steps after them run at lr x 0.5^k.
+  assert rates[5] == pytest.approx(lr) and rates[6] == pytest.approx(lr)
+  assert rates[11] == pytest.approx(lr * 0.5) and rates[16] == pytest.approx(lr * 0.25)
+
+  original_next, calls = data.InMemoryLoader.__next__, []
+
+  def interrupt_after_12(self):
+    calls.append(1)
+    if len(calls) > 12:
+      raise KeyboardInterrupt
+    return original_next(self)
+
+  monkeypatch.setattr(data.InMemoryLoader, '__next__', interrupt_after_12)
+  with pytest.raises(KeyboardInterrupt):
+    classification.run(config, str(tmp_path / 'resumed'))
+  monkeypatch.setattr(data.InMemoryLoader, '__next__', original_next)
+  classification.run(config, str(tmp_path / 'resumed'))  # resumes at step 10, scale 0.5 kept
+  assert_trees_identical(checkpointing.load_state(str(tmp_path / 'straight')),
+                         checkpointing.load_state(str(tmp_path / 'resumed')))

@@ -34,6 +34,7 @@ class LabelledImages:
   num_classes: int
   channel_stats: tuple | None   # per-channel (mean, std) on the [0, 1] scale, or None
   sample: np.ndarray            # one uint8 training image (1, H, W, C), for shapes
+  class_names: list | None = None  # the label feature's names, in class order
 
 
 def holdout_indices(split_size: int, holdout: int) -> np.ndarray:
@@ -82,7 +83,8 @@ def load(d, batch_size: int, seed: int, image_key: str | None = None) -> Labelle
 
   if d.loader == 'grain':  # streaming, for splits too large to decode into memory
     loader = GrainLoader(d.name, d.train_split, d.data_dir, batch_size, seed, **key_args)
-    return LabelledImages(loader, eval_sets, loader.num_classes, None, loader.sample_images)
+    return LabelledImages(loader, eval_sets, loader.num_classes, None, loader.sample_images,
+                          class_names(d))
 
   size = sources.split_size(d.name, d.train_split, d.data_dir)
   held = holdout_indices(size, d.validation_holdout) if d.validation_holdout else np.zeros(0, int)
@@ -107,4 +109,11 @@ def load(d, batch_size: int, seed: int, image_key: str | None = None) -> Labelle
     train = read(d.train_split, example_ids[positions])
   loader = InMemoryLoader(train, batch_size, seed, num_examples=num_examples, positions=positions)
   return LabelledImages(loader, eval_sets, train.num_classes, _combined_channel_stats(train.images),
-                        train.images[:1])
+                        train.images[:1], class_names(d))
+
+
+def class_names(d) -> list[str]:
+  """The names of the classes a run learns (after `data.classes`), from the label feature."""
+  feature = sources.open_source(d.name, d.train_split, d.data_dir).dataset_info.features[d.label_key]
+  names = list(getattr(feature, 'names', None) or range(int(feature.num_classes)))
+  return [str(names[c]) for c in d.classes] if d.classes else [str(n) for n in names]

@@ -47,9 +47,10 @@ def prepare(name: str, data_dir: str, manual_dir: str | None) -> str:
   if not sys.stdout.isatty():
     tfds.disable_progress_bar()
 
-  sources._builder_class(name)  # noqa: SLF001  (an unknown name is one clear line)
+  builder_class = sources._builder_class(name)  # noqa: SLF001  (an unknown name: one line)
   builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
-  dataset_manual_dir = os.path.join(manual_dir, name.split(':')[0].split('/')[0]) if manual_dir else None
+  folder = getattr(builder_class, 'MANUAL_DIR_SOURCE', name.split(':')[0].split('/')[0])
+  dataset_manual_dir = os.path.join(manual_dir, folder) if manual_dir else None
   if dataset_manual_dir and not os.path.isdir(dataset_manual_dir):
     dataset_manual_dir = None
   already = builder.is_prepared() if hasattr(builder, 'is_prepared') else os.path.isdir(builder.data_dir)

@@ -10,7 +10,8 @@ from research.training.task import Task, variables as _variables
 
 def classification(model, train_preprocess, eval_preprocess, loss: str = 'softmax_xent',
                    label_smoothing: float = 0.0, top_k: int = 5) -> Task:
-  """Image classification. Evaluation reports the loss without label smoothing."""
+  """Image classification. Evaluation reports the loss without label smoothing, accuracy,
+  top-k accuracy, macro F1 and ECE (research/tasks/metrics.py)."""
   if loss not in losses.CLASSIFICATION_LOSSES:
     raise ConfigError(f'unknown loss {loss!r}; known: {", ".join(losses.CLASSIFICATION_LOSSES)}')
   per_example_loss = losses.CLASSIFICATION_LOSSES[loss]
@@ -28,6 +29,7 @@ def classification(model, train_preprocess, eval_preprocess, loss: str = 'softma
     images = eval_preprocess(batch['image'], jax.random.key(0))
     logits = model.apply(_variables(params, batch_stats), images, train=False)
     per_example = per_example_loss(logits, batch['label'], 0.0)
-    return metrics.classification_sums(logits, batch['label'], per_example, batch['mask'], top_k)
+    return metrics.classification_sums(logits, batch['label'], per_example, batch['mask'], top_k,
+                                       confusion=True)
 
-  return Task(train_loss=train_loss, eval_sums=eval_sums)
+  return Task(train_loss=train_loss, eval_sums=eval_sums, finalize=metrics.finalize)

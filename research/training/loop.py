@@ -126,7 +126,8 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   state = jax.jit(lambda: init_state(model, optimizer, (1, *input_shape), config.seed),
                   out_shardings=replicated)()
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  loop_state = {'early_stopping': None, 'best': None, 'stopped_early': False, 'wall_time_s': 0.0}
+  loop_state = {'early_stopping': None, 'best': None, 'plateau': None, 'stopped_early': False,
+                'wall_time_s': 0.0}
   if latest is None and config.transfer.init_from:
     state = _start_from_pretrained(state, optimizer, config.transfer, replicated)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
@@ -139,6 +140,8 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   step = int(state.step)
   early = stopping.Tracker(es.metric, es.mode, es.min_delta, loop_state['early_stopping']) \
       if es.metric else None
+  plateau = (optim.ReduceOnPlateau(config.schedule, loop_state.get('plateau'))
+             if config.schedule.plateau_metric else None)
   best = stopping.Tracker(best_metric, best_mode, 0.0, loop_state['best']) if best_metric else None
 
   # ------------------------------------------------------------------ Compiled steps
@@ -157,6 +160,7 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   def save(at_step, metric=None):
     loop_state.update(early_stopping=early.state if early else None,
                       best=best.state if best else None,
+                      plateau=plateau.state() if plateau else None,
                       wall_time_s=loop_state['wall_time_s'] + time.time() - save.since)
     save.since = time.time()
     checkpointer.save(at_step, state, {**loop_state, 'data': train_loader.get_state()}, metric)
@@ -202,6 +206,13 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
             _check_monitored(best_metric, last_eval, 'the best metric (train.best_metric)')
             metric = last_eval[best_metric]
             do_checkpoint |= best.update(step, last_eval)  # the best model is always saved
+          if plateau:
+            scale = plateau.update(last_eval)
+            if scale != float(state.lr_scale):
+              print(f'{config.schedule.plateau_metric} has not improved for '
+                    f'{config.schedule.plateau_patience} evaluations: learning rate x{scale:g}',
+                    flush=True)
+            state = state.replace(lr_scale=jax.device_put(np.float32(scale), replicated))
           if early:
             _check_monitored(es.metric, last_eval, 'early_stopping.metric')
             early.update(step, last_eval)

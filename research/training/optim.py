@@ -84,3 +84,48 @@ def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransforma
   if o.clip_grad_norm:
     chain.insert(0, optax.clip_by_global_norm(o.clip_grad_norm))
   return optax.chain(*[t for t in chain if t is not None])
+
+
+class ReduceOnPlateau:
+  """Reduce-on-plateau (as torch.optim.lr_scheduler.ReduceLROnPlateau), driven by an eval metric:
+  optax.contrib.reduce_on_plateau's rule, fed one value per evaluation. The resulting factor
+  multiplies every update (TrainState.lr_scale); its state is JSON for the checkpoint.
+
+  Config (`schedule.plateau_*`): metric ('' = off), mode 'min' | 'max', factor, patience
+  (evaluations without a relative improvement of rtol), cooldown, min_scale."""
+
+  FIELDS = ('scale', 'best_value', 'plateau_count', 'cooldown_count', 'count', 'avg_value')
+
+  def __init__(self, schedule_config, state: dict | None = None):
+    from optax import contrib
+    s = schedule_config
+    if s.plateau_mode not in ('min', 'max'):
+      raise ConfigError(f"schedule.plateau_mode must be 'min' or 'max', got {s.plateau_mode!r}")
+    if not 0 < s.plateau_factor < 1:
+      raise ConfigError(f'schedule.plateau_factor must be in (0, 1), got {s.plateau_factor}')
+    self.metric, self.sign = s.plateau_metric, (1.0 if s.plateau_mode == 'min' else -1.0)
+    self._rule = contrib.reduce_on_plateau(
+        factor=s.plateau_factor, patience=s.plateau_patience, rtol=s.plateau_rtol,
+        cooldown=s.plateau_cooldown, min_scale=s.plateau_min_scale)
+    self._state = self._rule.init(jnp.zeros(()))
+    if state:
+      self._state = self._state._replace(**{
+          k: jnp.asarray(jnp.inf if v is None else v, getattr(self._state, k).dtype)
+          for k, v in state.items()})
+
+  @property
+  def scale(self) -> float:
+    return float(self._state.scale)
+
+  def update(self, results: dict) -> float:
+    """Feeds one evaluation's results; returns the new factor on the learning rate."""
+    if self.metric not in results:
+      raise ConfigError(f'schedule.plateau_metric {self.metric!r} is not an eval metric; they '
+                        f'are: {", ".join(k for k in results if k != "step")}')
+    _, self._state = self._rule.update(jnp.zeros(()), self._state,
+                                       value=self.sign * results[self.metric])
+    return self.scale
+
+  def state(self) -> dict:
+    values = {k: float(getattr(self._state, k)) for k in self.FIELDS}
+    return {k: (None if v == float('inf') else v) for k, v in values.items()}

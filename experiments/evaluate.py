@@ -1,0 +1,149 @@
+"""Evaluation: the numbers and pictures a paper or an audit needs, for any classification run.
+
+    python -m experiments.evaluate --workdir=runs/x [--split=test] [--step=latest|best|N]
+        [--tta=flip_lr,crops] [--ensemble=runs/a,runs/b] [--last_checkpoints=3]
+        [--calibration_split=val] [--groups=writer_population --dataset=mnist_writers]
+
+Reads the run's config.json and checkpoint, evaluates, and writes into
+`<workdir>/eval/<split>/` (never into the run's checkpoints): metrics.json, report.md and PNGs
+(research/evaluation/suite.py). `--split` is one of the run's eval splits (`test`, `val` for a
+validation holdout) or a tfds split expression (`test[:5000]`); `--dataset` reads it from
+another dataset with the same images (e.g. `mnist_writers`, MNIST with writer groups).
+`--calibration_split` fits the temperature for temperature scaling (default: the run's `val`
+split when it has one). `--ensemble` averages the probabilities of the listed runs with this
+one; `--last_checkpoints=N` averages this run's last N checkpoints. `--groups` names a
+feature of the dataset to audit by.
+"""
+import argparse
+import glob
+import os
+import re
+import sys
+
+import numpy as np
+
+from research.errors import ConfigError, ConvLabError
+from research.evaluation import predict, suite
+
+
+def split_arrays(run, split: str, dataset: str = ''):
+  """(images, labels, extra features, class names) of `split` for `run`."""
+  d = run.config.data
+  if split == 'val' and d.get('validation_holdout', 0) and 'val' not in d.eval_splits:
+    from research import data
+    from research.data.labelled_images import holdout_indices
+    size = data.split_size(d.name, d.train_split, d.data_dir)
+    images, labels, extra, names, _ = predict.load_images(run, d.train_split)
+    rows = holdout_indices(size, d.validation_holdout)
+    return images[rows], labels[rows], {k: v[rows] for k, v in extra.items()}, names
+  tfds_split = d.eval_splits.get(split, split)
+  images, labels, extra, names, _ = predict.load_images(
+      run, f'{dataset}:{tfds_split}' if dataset else tfds_split)
+  return images, labels, extra, names
+
+
+def split_workdirs(spec: str) -> list[str]:
+  """The workdirs of a comma-separated list whose names may themselves hold commas (sweep
+  points do) or glob patterns (`runs/sweep/p/seed*`): the longest existing match wins."""
+  tokens, found, i = spec.split(','), [], 0
+  while i < len(tokens):
+    for j in range(len(tokens), i, -1):
+      candidate = ','.join(tokens[i:j]).strip()
+      matches = (sorted(p for p in glob.glob(candidate) if os.path.isdir(p))
+                 if any(ch in candidate for ch in '*?')
+                 else [candidate] if os.path.isdir(candidate) else [])
+      if matches:
+        found += matches
+        i = j
+        break
+    else:
+      raise ConfigError(f'--ensemble: {tokens[i]!r} is no workdir')
+  return found
+
+
+def evaluate(args) -> dict:
+  run = predict.open_run(args.workdir, args.step)
+  views = predict.parse_views(args.tta)
+  images, labels, extra, names = split_arrays(run, args.split, args.dataset)
+  if labels.max(initial=0) >= run.num_classes:
+    raise ConfigError(f'{args.split} has labels up to {labels.max()} but the run has '
+                      f'{run.num_classes} classes')
+  if args.groups and args.groups not in extra:
+    raise ConfigError(f'the dataset has no feature {args.groups!r} to group by; its features: '
+                      f'{", ".join(sorted(extra)) or "none besides image and label"}')
+  probs = predict.probabilities(run, images)
+  options = {}
+  calibration_split = args.calibration_split
+  d = run.config.data
+  if calibration_split is None and ('val' in d.eval_splits or d.get('validation_holdout', 0)):
+    calibration_split = 'val'
+  if calibration_split:
+    if calibration_split == args.split:
+      raise ConfigError('--calibration_split must differ from --split: a temperature fitted on '
+                        'the evaluated split flatters it')
+    c_images, c_labels, _, _ = split_arrays(run, calibration_split, args.dataset if
+                                            calibration_split not in d.eval_splits else '')
+    options.update(calibration_probs=predict.probabilities(run, c_images),
+                   calibration_labels=c_labels, calibration_split=calibration_split)
+  if views:
+    options['tta'] = (predict.probabilities(run, images, views), views)
+  members = split_workdirs(args.ensemble) if args.ensemble else []
+  if members or args.last_checkpoints:
+    runs = [predict.open_run(m.strip(), None) for m in members if os.path.abspath(m.strip())
+            != os.path.abspath(args.workdir)]
+    if args.last_checkpoints:
+      from research.training import checkpointing
+      checkpointer = checkpointing.Checkpointer(args.workdir)
+      steps = sorted(checkpointer.all_steps())[-args.last_checkpoints:]
+      checkpointer.close()
+      runs += [predict.open_run(args.workdir, s) for s in steps if s != run.step]
+    predict.check_compatible([run, *runs])
+    total = probs + sum(predict.probabilities(r, images) for r in runs)
+    options['ensemble'] = (total / (1 + len(runs)),
+                           [f'{args.workdir}@{run.step}'] + [f'{r.workdir}@{r.step}' for r in runs])
+  if args.groups:
+    feature = extra[args.groups]
+    options.update(groups=_group_names(run, args, feature), group_name=args.groups)
+  name = re.sub(r'[^A-Za-z0-9_.=-]', '_', f'{args.dataset + "_" if args.dataset else ""}{args.split}')
+  outdir = os.path.join(args.workdir, 'eval', name)
+  return suite.evaluate_predictions(outdir, probs, labels, names, images, workdir=args.workdir,
+                                    split=(f'{args.dataset}:' if args.dataset else '') + args.split,
+                                    step=run.step, **options)
+
+
+def _group_names(run, args, feature):
+  """Group labels as names where the dataset's feature has names (a ClassLabel)."""
+  from research import data
+  d = run.config.data
+  source = data.open_source(args.dataset or d.name, 'test', d.data_dir)
+  spec = source.dataset_info.features[args.groups]
+  names = getattr(spec, 'names', None)
+  return np.asarray([names[int(v)] for v in feature], dtype=object) if names else feature
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--split', default='test')
+  parser.add_argument('--dataset', default='', help='read --split from this tfds dataset')
+  parser.add_argument('--step', default=None, help="'latest' (default), 'best' or a number")
+  parser.add_argument('--tta', default='', help=f'comma-separated views: {", ".join(predict.VIEWS)}')
+  parser.add_argument('--ensemble', default='', help='comma-separated workdirs to average with')
+  parser.add_argument('--last_checkpoints', type=int, default=0)
+  parser.add_argument('--calibration_split', default=None)
+  parser.add_argument('--groups', default='', help='a dataset feature to audit by')
+  args = parser.parse_args(argv)
+  try:
+    result = evaluate(args)
+  except ConvLabError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  outdir = os.path.join(args.workdir, 'eval')
+  model = result['model']
+  print(f'{result["split"]}: accuracy {model["accuracy"]:.4f}, macro F1 {model["macro"]["f1"]:.4f}, '
+        f'macro AUC {model["auc_roc"]["macro"]:.5f}, ECE {model["ece"]:.4f}; written to {outdir}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

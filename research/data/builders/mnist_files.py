@@ -1,0 +1,38 @@
+"""The original MNIST files (LeCun, Cortes, Burges): checksum-checked and decoded with NumPy,
+for ConvLab's datasets derived from MNIST (they prepare offline from `$TFDS_MANUAL_DIR/mnist/`).
+"""
+import gzip
+import hashlib
+import os
+
+import numpy as np
+
+from research.errors import DatasetNotFoundError
+
+FILES = {'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+         'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')}
+MD5 = {'train-images-idx3-ubyte.gz': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
+       'train-labels-idx1-ubyte.gz': 'd53e105ee54ea40749a09fcbcd1e9432',
+       't10k-images-idx3-ubyte.gz': '9fb629c4189551a2d022fa330f9573f3',
+       't10k-labels-idx1-ubyte.gz': 'ec29112dd5afa0611ce80d1b7f02629c'}
+
+
+def _checked_bytes(folder: str, name: str) -> bytes:
+  path = os.path.join(folder, name)
+  if not os.path.isfile(path):
+    raise DatasetNotFoundError(f'the MNIST file {path} is missing: put the 4 original MNIST '
+                               f'files in {folder}')
+  data = open(path, 'rb').read()
+  digest = hashlib.md5(data).hexdigest()
+  if digest != MD5[name]:
+    raise DatasetNotFoundError(f'{path} has MD5 {digest}, not the original file\'s {MD5[name]}: '
+                               'replace it with the original')
+  return gzip.decompress(data)
+
+
+def load(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """(images uint8 (N, 28, 28), labels uint8 (N,)) of 'train' or 'test', in the files' order."""
+  images_name, labels_name = FILES[split]
+  images = np.frombuffer(_checked_bytes(folder, images_name), np.uint8, offset=16)
+  labels = np.frombuffer(_checked_bytes(folder, labels_name), np.uint8, offset=8)
+  return images.reshape(-1, 28, 28), labels.copy()
