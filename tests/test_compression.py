@@ -216,3 +216,71 @@ def test_before_begin_step_nothing_is_pruned():
   report = pruning.sparsity_report(params)
   assert report['num_zeros'] == 0 and report['prunable_sparsity'] == 0.0
   assert np.all(np.asarray(jax.tree.leaves(pruning.masks_of(state))[1]))
+
+
+# ------------------------------------------------------------------ quantization (qwix)
+
+from research.compression import quantization  # noqa: E402
+from tests.tiny_mnist import trained_lenet  # noqa: E402
+
+
+@pytest.mark.parametrize('shape', [(3, 3, 4, 8), (50, 7)])
+def test_int8_round_trip_error_is_at_most_half_a_step_per_channel(shape):
+  rng = np.random.RandomState(3)
+  kernel = rng.randn(*shape).astype(np.float32) * rng.uniform(0.01, 10, shape[-1])
+  q = quantization.quantize_weight(jnp.asarray(kernel))
+  values = np.asarray(q.qvalue)
+  assert values.dtype == np.int8 and np.abs(values.astype(int)).max() in (127, 128)
+  # qwix's symmetric int8: absmax / 127.5 per channel (the top bucket is used in full)
+  scale = np.abs(kernel.reshape(-1, shape[-1])).max(axis=0) / 127.5
+  np.testing.assert_allclose(np.asarray(q.scale).ravel(), scale, rtol=1e-6)
+  error = np.abs(kernel - np.asarray(quantization.dequantize(q)))
+  assert np.all(error <= scale * (0.5 + 1e-5))
+  assert np.all(error.reshape(-1, shape[-1]).max(axis=0) > scale * 0.2)  # it does round
+
+
+def test_qat_forward_is_quantized_and_its_gradients_flow_straight_through():
+  model = __import__('research.models', fromlist=['build_model']).build_model(
+      {'name': 'simple_cnn'}, 10)
+  x = jax.random.normal(jax.random.key(1), (8, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x)
+  qat = quantization.qat_model(model)
+  float_logits, qat_logits = jax.jit(model.apply)(variables, x), jax.jit(qat.apply)(variables, x)
+  difference = float(jnp.max(jnp.abs(qat_logits - float_logits)))
+  assert 1e-4 < difference < 0.1 * float(jnp.max(jnp.abs(float_logits)))
+  loss = lambda m: lambda p: jnp.sum(m.apply({**variables, 'params': p}, x) ** 2)
+  qat_grads = jax.jit(jax.grad(loss(qat)))(variables['params'])
+  float_grads = jax.jit(jax.grad(loss(model)))(variables['params'])
+  for path in (('conv1', 'kernel'), ('conv2', 'kernel'), ('logits', 'kernel')):
+    g, f = (np.asarray(t[path[0]][path[1]]).ravel() for t in (qat_grads, float_grads))
+    assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 0
+    # straight through: the quantized model's gradient is the float one, up to rounding
+    assert g @ f / np.linalg.norm(g) / np.linalg.norm(f) > 0.99
+  with pytest.raises(ConfigError, match='calibration'):
+    quantization.ptq(model, variables, (28, 28, 1))
+
+
+@pytest.mark.real_data
+def test_ptq_of_a_trained_lenet_keeps_its_accuracy(mnist_data_dir):
+  model, variables, preprocess, train_images, test_images, labels = trained_lenet(mnist_data_dir)
+  images = preprocess(test_images)
+  float_pred = np.asarray(jnp.argmax(jax.jit(model.apply)(variables, images), -1))
+  float_accuracy = np.mean(float_pred == labels)
+  assert float_accuracy > 0.9
+  calibration = [preprocess(train_images[i:i + 100]) for i in range(0, 500, 100)]
+  static = quantization.ptq(model, variables, (32, 32, 1), calibration)
+  dynamic = quantization.ptq(model, variables, (32, 32, 1), static=False)
+  for quantized in (static, dynamic):
+    pred = np.asarray(jnp.argmax(jax.jit(quantized)(images), -1))
+    assert abs(np.mean(pred == labels) - float_accuracy) <= 0.01
+    assert np.mean(pred == float_pred) >= 0.98
+  # The static input scale of conv1: per-image absmax averaged over the calibration images / 127.5.
+  expected = np.mean([np.abs(np.asarray(b)).max(axis=(1, 2, 3)).mean() for b in calibration]) / 127.5
+  scale = static.variables['params']['conv1']['conv_general_dilated0_lhs_scale'].array
+  assert float(np.asarray(scale).ravel()[0]) == pytest.approx(expected, rel=1e-5)
+  assert isinstance(static.variables['params']['fc1']['kernel'].array.qvalue, jax.Array)
+  assert static.variables['params']['fc1']['kernel'].array.qvalue.dtype == jnp.int8
+  sizes = quantization.size_report(variables['params'], static.variables['params'])
+  assert sizes['float32_bytes'] == 4 * 61706
+  # 61,470 kernel weights in int8; scales and 236 biases in float32
+  assert sizes['int8_bytes'] == 61470 and 3.8 < sizes['compression'] < 4.0
