@@ -18,17 +18,13 @@ import os
 import time
 
 import jax
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from research import data, models
 from research.cli import WORKDIR, fail  # --workdir: the trained run
-from research.compression import export
-from research.data import labelled_images
+from research.compression import export, trained
 from research.errors import ConfigError, ConvLabError
 from research.models import conv
-from research.training.checkpointing import load_state
 
 FORMAT = flags.DEFINE_enum('format', 'onnx', export.FORMATS, 'what to export')
 STEP = flags.DEFINE_string('step', 'latest', "checkpoint: 'latest', 'best' or a step number")
@@ -37,25 +33,10 @@ BATCH_SIZE = flags.DEFINE_integer('batch_size', 0, 'the file\'s batch size; 0 = 
 REPEATS = flags.DEFINE_integer('repeats', 20, 'timed calls per batch size')
 
 
-def load_run(workdir: str, step: str):
-  """(config, model, variables, eval preprocess, dataset) of a trained workdir."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise ConfigError(f'{workdir} holds no config.json: give the workdir of a trained run')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  state = load_state(workdir, step)
-  dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
-  model = models.build_model(config.model, dataset.num_classes)
-  variables = {'params': state['params']}
-  if state.get('batch_stats'):
-    variables['batch_stats'] = state['batch_stats']
-  preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)
-  return config, model, variables, preprocess, dataset
-
-
 def run(workdir: str, fmt: str, step: str, batch_sizes, batch_size: int, repeats: int) -> dict:
-  config, model, variables, preprocess, dataset = load_run(workdir, step)
+  trained_run = trained.load(workdir, step)
+  config, model, variables = trained_run.config, trained_run.model, trained_run.variables
+  preprocess, dataset = trained_run.preprocess, trained_run.dataset
   name, split = next(iter(dataset.eval_sets.items()))
   images, labels = split.split.images, split.split.labels
   input_shape = images.shape[1:]

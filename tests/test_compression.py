@@ -284,3 +284,45 @@ def test_ptq_of_a_trained_lenet_keeps_its_accuracy(mnist_data_dir):
   assert sizes['float32_bytes'] == 4 * 61706
   # 61,470 kernel weights in int8; scales and 236 biases in float32
   assert sizes['int8_bytes'] == 61470 and 3.8 < sizes['compression'] < 4.0
+
+
+@pytest.mark.slow  # three short LeNet-5 runs: ~85 s on the loaded 2-core machine
+@pytest.mark.real_data
+def test_pruned_training_in_the_shared_loop_resumes_bit_identically(mnist_data_dir, tmp_path,
+                                                                     monkeypatch):
+  import functools
+  import os
+  from experiments import classification
+  from research import data
+  from research.training import checkpointing, loop
+  from tests.helpers import assert_trees_identical, small_mnist
+  config = small_mnist(mnist_data_dir)  # LeNet-5, 30 steps, checkpoints every 5
+  prune = PruningConfig(sparsity=0.8, initial_sparsity=0.2, scope='per_layer', begin_step=2,
+                        update_every=4, num_updates=5)  # mask updates at 2, 6, ..., 22
+  monkeypatch.setattr(loop, 'run', functools.partial(
+      loop.run, wrap_optimizer=lambda optimizer: pruning.wrap(optimizer, prune)))
+  classification.run(config, str(tmp_path / 'straight'))
+
+  original_next, calls = data.InMemoryLoader.__next__, []
+
+  def interrupt_after_12(self):
+    calls.append(1)
+    if len(calls) > 12:
+      raise KeyboardInterrupt
+    return original_next(self)
+
+  monkeypatch.setattr(data.InMemoryLoader, '__next__', interrupt_after_12)
+  with pytest.raises(KeyboardInterrupt):
+    classification.run(config, str(tmp_path / 'resumed'))
+  assert sorted(os.listdir(tmp_path / 'resumed' / 'checkpoints')) == ['10', '5']
+  monkeypatch.setattr(data.InMemoryLoader, '__next__', original_next)
+  classification.run(config, str(tmp_path / 'resumed'))  # resumes at step 10, mid-schedule
+
+  straight = checkpointing.load_state(str(tmp_path / 'straight'))
+  resumed = checkpointing.load_state(str(tmp_path / 'resumed'))
+  assert_trees_identical(straight, resumed)
+  report = pruning.sparsity_report(resumed['params'], prune)
+  for layer in ('conv1/kernel', 'conv2/kernel', 'fc1/kernel', 'fc2/kernel'):
+    size = report['layers'][layer]['size']
+    assert report['layers'][layer]['zeros'] == round(0.8 * size)
+  assert report['layers'].keys() == {'conv1/kernel', 'conv2/kernel', 'fc1/kernel', 'fc2/kernel'}
