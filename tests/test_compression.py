@@ -326,3 +326,16 @@ def test_pruned_training_in_the_shared_loop_resumes_bit_identically(mnist_data_d
     size = report['layers'][layer]['size']
     assert report['layers'][layer]['zeros'] == round(0.8 * size)
   assert report['layers'].keys() == {'conv1/kernel', 'conv2/kernel', 'fc1/kernel', 'fc2/kernel'}
+
+
+def test_excluded_layers_stay_in_float():
+  model = __import__('research.models', fromlist=['build_model']).build_model({'name': 'lenet5'}, 10)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+  quantized = quantization.ptq(model, variables, (32, 32, 1), static=False, exclude='logits|conv1')
+  params = quantized.variables['params']
+  for name in ('logits', 'conv1'):
+    assert isinstance(params[name]['kernel'], jax.Array)
+    np.testing.assert_array_equal(params[name]['kernel'], variables['params'][name]['kernel'])
+  assert params['conv2']['kernel'].array.qvalue.dtype == jnp.int8
+  sizes = quantization.size_report(variables['params'], params)
+  assert sizes['int8_bytes'] == 5 * 5 * 6 * 16 + 400 * 120 + 120 * 84
