@@ -41,9 +41,9 @@ filter of a conv followed by BatchNorm still outputs the BN offset: removing the
 the network is left to deployment.
 
 Caveat: the updates returned must be applied as they are. The shared loop multiplies every
-update by reduce-on-plateau's `lr_scale` after the optimizer, so a weight pruned at a step
-when lr_scale != 1 would end at (1 - lr_scale) p instead of 0: do not combine the two, or
-apply the scale inside `optimizer` (see the report in experiments/compress.py).
+update by the state's `lr_scale` after the optimizer (1.0 unless a reduce-on-plateau changes
+it): a weight pruned at a step where lr_scale != 1 would end at (1 - lr_scale) p, not 0.
+Scale the learning rate inside `optimizer` instead when combining the two.
 """
 import dataclasses
 import re
