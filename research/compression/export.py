@@ -5,7 +5,10 @@
 - TFLite through jax2tf (StableHLO) and TensorFlow's converter: float32, or full-integer
   int8 (`int8=True`: int8 weights and activations calibrated on a representative dataset,
   float32 input and output; the graph quantizes its input and dequantizes its logits), run
-  with the LiteRT interpreter (`ai_edge_litert`).
+  with the LiteRT interpreter (`ai_edge_litert`). A dynamic batch by default too, but LiteRT
+  ran simple_cnn's dynamic-batch graph 12-15x slower than a fixed-batch one (shape ops
+  around every layer): give `batch_size` when latency matters; `Runner` runs other batch
+  sizes in chunks.
 
 What is exported is `logits = model.apply(variables, x)` in inference mode, traced with XLA's
 convolution (`conv.choice('xla')`: exporters cannot see through ConvLab's oneDNN custom calls,
