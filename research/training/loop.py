@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import optax
 
 from research import config as config_lib
 from research.data.in_memory import eval_batches
@@ -83,17 +84,22 @@ def _check_monitored(metric: str, results: dict, what: str) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, train_loader,
-        eval_sets: dict, input_shape: tuple[int, ...]) -> dict[str, Any]:
-  """Trains `model` on `train_loader` for `task`, evaluating on `eval_sets`; returns the summary."""
+        eval_sets: dict, input_shape: tuple[int, ...], wrap_optimizer=None) -> dict[str, Any]:
+  """Trains `model` on `train_loader` for `task`, evaluating on `eval_sets`; returns the summary.
+
+  `wrap_optimizer(optimizer) -> optimizer`, if given, wraps the optimizer the config builds
+  (after transfer's groups), e.g. `research.compression.pruning.wrap`: its state is saved and
+  restored with the rest of `opt_state`."""
   start_time = time.time()
   path = workdir_lib.prepare(workdir)
   with workdir_lib.locked(workdir):
     return _run_locked(config, workdir, path, start_time, model=model, task=task,
-                       train_loader=train_loader, eval_sets=eval_sets, input_shape=input_shape)
+                       train_loader=train_loader, eval_sets=eval_sets, input_shape=input_shape,
+                       wrap_optimizer=wrap_optimizer)
 
 
 def _run_locked(config, workdir, path, start_time, *, model, task, train_loader, eval_sets,
-                input_shape):
+                input_shape, wrap_optimizer):
   # ------------------------------------------------------------------ Setup
   t, es = config.train, config.early_stopping
   best_metric, best_mode = config_lib.best_metric(config)
@@ -119,7 +125,11 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   eval_every = t.eval_every if t.eval_every > 0 else steps_per_epoch
   checkpoint_every = t.checkpoint_every if t.checkpoint_every > 0 else steps_per_epoch
   schedule = optim.make_schedule(config, total_steps)
-  optimizer = transfer.wrap_optimizer(optim.make_optimizer(config, schedule), config.transfer)
+  optimizer = optax.chain(
+      transfer.wrap_optimizer(optim.make_optimizer(config, schedule), config.transfer),
+      optim.scale_by_lr_scale())
+  if wrap_optimizer is not None:
+    optimizer = wrap_optimizer(optimizer)
   replicated, data_sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
   # ------------------------------------------------------------------ Initialise or resume

@@ -86,6 +86,16 @@ def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransforma
   return optax.chain(*[t for t in chain if t is not None])
 
 
+def scale_by_lr_scale() -> optax.GradientTransformationExtraArgs:
+  """Multiplies the updates by the `lr_scale` the train step passes (reduce-on-plateau's
+  factor, TrainState.lr_scale). It sits inside the optimizer, so a wrapper around it (pruning's
+  masks) still has the last word on every update."""
+  def update(updates, state, params=None, *, lr_scale=1.0, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda u: u * jnp.asarray(lr_scale, u.dtype), updates), state
+  return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
 class ReduceOnPlateau:
   """Reduce-on-plateau (as torch.optim.lr_scheduler.ReduceLROnPlateau), driven by an eval metric:
   optax.contrib.reduce_on_plateau's rule, fed one value per evaluation. The resulting factor

@@ -36,13 +36,17 @@ def init_state(model, optimizer, input_shape, seed: int) -> TrainState:
 
 def make_train_step(task: Task, optimizer, schedule, frozen_stats=None):
   """One step of `optimizer` on `task`'s loss. `frozen_stats` (bools shaped like batch_stats)
-  marks statistics to keep as they are (frozen layers in transfer learning)."""
+  marks statistics to keep as they are (frozen layers in transfer learning). The optimizer
+  receives `lr_scale=state.lr_scale` (research/training/optim.scale_by_lr_scale applies it;
+  optimizers without it ignore it)."""
+  with_extra_args = optax.with_extra_args_support(optimizer)
+
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     loss_fn = lambda params: task.train_loss(params, state.batch_stats, batch, rng)
     (_, (batch_stats, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
+    updates, opt_state = with_extra_args.update(grads, state.opt_state, state.params,
+                                                lr_scale=state.lr_scale)
     if frozen_stats is not None:
       batch_stats = jax.tree.map(lambda keep, old, new: old if keep else new, frozen_stats,
                                  state.batch_stats, batch_stats)

@@ -1,0 +1,39 @@
+"""A trained classification workdir, loaded for compression and export."""
+import dataclasses
+import json
+import os
+
+import ml_collections
+
+from research import data, models
+from research.data import labelled_images
+from research.errors import ConfigError
+from research.training.checkpointing import load_state
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  config: ml_collections.ConfigDict    # the run's config.json
+  model: object                        # the flax module, research.models.build_model
+  variables: dict                      # {'params', 'batch_stats'?} of the checkpoint
+  preprocess: object                   # eval preprocessing: (uint8 images, key) -> float32
+  dataset: labelled_images.LabelledImages  # its data (training stream, eval splits, stats)
+
+
+def load(workdir: str, step='latest') -> TrainedRun:
+  """The run in `workdir` at checkpoint `step` ('latest', 'best' or a number), its model and
+  data as config.json says (the eval preprocessing uses the training images' statistics,
+  as the run did). Raises ConfigError without config.json, CheckpointError without the step."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise ConfigError(f'{workdir} holds no config.json: give the workdir of a trained run')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  state = load_state(workdir, step)
+  dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
+  model = models.build_model(config.model, dataset.num_classes)
+  variables = {'params': state['params']}
+  if state.get('batch_stats'):
+    variables['batch_stats'] = state['batch_stats']
+  preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)
+  return TrainedRun(config, model, variables, preprocess, dataset)
