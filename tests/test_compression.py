@@ -180,6 +180,26 @@ def test_masked_weights_stay_exactly_zero_through_training(name):
   assert report['num_params'] == 72 + 4 + 180 + 10 + 15 + 3
 
 
+def test_pruned_weights_stay_zero_when_reduce_on_plateau_scales_the_updates():
+  from research.training import optim
+  params = made_up_params()
+  config = PruningConfig(sparsity=0.5, begin_step=0)
+  optimizer = pruning.wrap(optax.chain(optax.adam(0.05), optim.scale_by_lr_scale()), config)
+  state = optimizer.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  for scale in (1.0, 0.5, 0.1):  # the loop passes the plateau factor as lr_scale
+    updates, state = optimizer.update(grads, state, params, lr_scale=jnp.float32(scale))
+    params = optax.apply_updates(params, updates)
+  masks = pruning.masks_of(state)
+  w, m = np.asarray(params['conv1']['kernel']), np.asarray(masks['conv1']['kernel'])
+  assert (~m).any() and np.all(w[~m] == 0.0)
+  plain, _ = optax.adam(0.05).update(grads, optax.adam(0.05).init(params), params)
+  scaled, _ = optax.chain(optax.adam(0.05), optim.scale_by_lr_scale()).update(
+      grads, optax.chain(optax.adam(0.05), optim.scale_by_lr_scale()).init(params), params,
+      lr_scale=0.1)
+  np.testing.assert_allclose(scaled['dense']['kernel'], 0.1 * plain['dense']['kernel'], rtol=1e-6)
+
+
 def test_pruning_state_survives_an_orbax_checkpoint_and_resumes_exactly(tmp_path):
   from research.training.checkpointing import Checkpointer
   config = PruningConfig(sparsity=0.6, scope='per_layer', begin_step=1, update_every=2,
