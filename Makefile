@@ -21,7 +21,7 @@ setup: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[prepare,test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[prepare,test,export,sweeps]"
 	touch $@
 
 data: $(STAMP)
