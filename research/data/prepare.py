@@ -7,10 +7,11 @@ The data dir and the folder of original files default to what the experiments us
 (research/data/sources.py: $TFDS_DATA_DIR, else the checkout's .data/tfds; $TFDS_MANUAL_DIR,
 else ../shared/datasets beside the checkout). Where `<manual_dir>/<name>/` exists, its files
 are checked against the checksums tfds registers for them and nothing is downloaded (said on
-the output line); otherwise tfds downloads them. Writing needs TensorFlow
-(`pip install -e .[prepare]`); reading the result does not. Output is one line per dataset
-(no progress bars unless on a terminal). Each failure is one `error:` line, and the other
-names are still prepared; the exit code is 1 if any failed.
+the output line; a builder made from another dataset's files names that folder in its
+`MANUAL_DIR_SOURCE`: mnist_detection reads `<manual_dir>/mnist/`); otherwise tfds downloads
+them. Writing needs TensorFlow (`pip install -e .[prepare]`); reading the result does not.
+Output is one line per dataset (no progress bars unless on a terminal). Each failure is one
+`error:` line, and the other names are still prepared; the exit code is 1 if any failed.
 """
 import argparse
 import os
@@ -47,9 +48,10 @@ def prepare(name: str, data_dir: str, manual_dir: str | None) -> str:
   if not sys.stdout.isatty():
     tfds.disable_progress_bar()
 
-  sources._builder_class(name)  # noqa: SLF001  (an unknown name is one clear line)
+  builder_class = sources._builder_class(name)  # noqa: SLF001  (an unknown name: one line)
   builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
-  dataset_manual_dir = os.path.join(manual_dir, name.split(':')[0].split('/')[0]) if manual_dir else None
+  folder = getattr(builder_class, 'MANUAL_DIR_SOURCE', name.split(':')[0].split('/')[0])
+  dataset_manual_dir = os.path.join(manual_dir, folder) if manual_dir else None
   if dataset_manual_dir and not os.path.isdir(dataset_manual_dir):
     dataset_manual_dir = None
   already = builder.is_prepared() if hasattr(builder, 'is_prepared') else os.path.isdir(builder.data_dir)
