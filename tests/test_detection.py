@@ -340,6 +340,29 @@ def test_augmented_boxes_stay_on_the_drawn_rectangles():
   np.testing.assert_allclose(flipped[1][:, 0, 0], 48 - boxes[:, 0, 2])
 
 
+def test_warp_equals_dm_pix_inside_the_image():
+  import dm_pix as pix
+  image = jax.random.uniform(jax.random.key(0), (40, 48, 2))
+  warp = jax.jit(box_augment.warp)
+  for s, ty, tx in ((0.7, -3.0, 5.0), (1.3, 2.5, -4.0), (1.0, 0.0, 0.0)):
+    h, w, _ = image.shape
+    oy, ox = (0.5 - h / 2 - ty) / s + h / 2 - 0.5, (0.5 - w / 2 - tx) / s + w / 2 - 0.5
+    reference = pix.affine_transform(image, jnp.diag(jnp.array([1 / s, 1 / s, 1.0])),
+                                     offset=jnp.array([oy, ox, 0.0]), order=1, mode='constant')
+    ours = warp(image, s, ty, tx)
+    # Output pixels whose source lies inside the outermost pixel centres (dm-pix gives the fill
+    # beyond them; `warp` blends the last half pixel with the fill).
+    rows = (np.arange(h) / s + oy >= 0) & (np.arange(h) / s + oy <= h - 1)
+    cols = (np.arange(w) / s + ox >= 0) & (np.arange(w) / s + ox <= w - 1)
+    inside = rows[:, None] & cols[None, :]
+    np.testing.assert_allclose(np.asarray(ours)[inside], np.asarray(reference)[inside], atol=1e-5)
+    if s == 1.0:
+      np.testing.assert_allclose(ours, image, atol=1e-6)
+  filled = box_augment.warp(jnp.zeros((8, 8, 1)), 0.5, 0.0, 0.0, fill=0.25)
+  np.testing.assert_allclose(filled[0, 0, 0], 0.25)  # outside the shrunken image: the fill
+  np.testing.assert_allclose(filled[4, 4, 0], 0.0)   # inside it: the image
+
+
 def test_boxes_mostly_outside_are_dropped_and_the_rest_clipped():
   boxes = jnp.array([[[-10.0, 0, 10, 10], [-30.0, 0, 2, 10], [5.0, 5, 9, 9]]])
   clipped, keep = box_augment.clip_boxes(boxes, jnp.array([[True, True, False]]), 32, 32, 0.25)

@@ -10,13 +10,12 @@ coordinates (pixel column c spans [c, c + 1)); mask (N, M) bool, False on paddin
   scale_translate          zoom by s ~ U[scale] about the image centre and shift by
                            (ty, tx) ~ U[-translate, translate] x (H, W): a point x goes to
                            s (x - W/2) + W/2 + tx. s < 1 shrinks the image inside a `fill`
-                           border; s > 1 crops. The image is resampled bilinearly by
-                           dm_pix.affine_transform (pixel centres at c + 0.5).
+                           border; s > 1 crops. The image is resampled bilinearly
+                           (`warp`: two matrix products, as the warp is separable).
 Boxes are transformed exactly, clipped to the image, and dropped from the mask when the part
 left inside has no area or less than `min_visible` of the transformed box's area. Padding
 rows stay zero.
 """
-import dm_pix as pix
 import jax
 import jax.numpy as jnp
 
@@ -47,16 +46,34 @@ def flip_lr(images, boxes, mask, key, prob: float = 0.5):
   return images, boxes, mask
 
 
-def _warp(image, s, ty, tx, fill):
-  """Resamples one (H, W, C) image so that x_out = s (x_in - c) + c + t on both axes."""
+def _interpolation_weights(size: int, scale, shift):
+  """(size, size) bilinear weights W[o, i] of input index i for output index o, whose source
+  coordinate is o / scale + shift (indices at pixel centres); a row's weights sum to less
+  than 1 where the source leaves the image (the rest is the fill)."""
+  source = jnp.arange(size, dtype=jnp.float32) / scale + shift
+  return jnp.maximum(0.0, 1.0 - jnp.abs(source[:, None] - jnp.arange(size, dtype=jnp.float32)))
+
+
+def warp(image, s, ty, tx, fill: float = 0.0):
+  """Resamples one (H, W, C) image so that a point x goes to s (x - c) + c + t on both axes
+  (c the image centre, t = (ty, tx) pixels): bilinear interpolation of the image padded with
+  `fill`, as torchvision's affine warp (grid_sample, zeros padding, align_corners=False).
+
+  Scaling and shifting act on each axis alone, so the warp is two small matrix products,
+  Wy @ image @ Wx^T (13 ms for 64 96x96 images on 2 CPU cores, where dm_pix.affine_transform,
+  a gather per output pixel, took 440 ms). Inside the image it equals dm_pix.affine_transform
+  with order=1 (tested); at the border dm-pix returns `fill` for any source point beyond the
+  outermost pixel centres, while this blends that half pixel with `fill`.
+  """
   h, w, _ = image.shape
-  # scipy's convention (dm-pix follows it): input index = matrix @ output index + offset, with
-  # integer indices at pixel centres, so x = index + 0.5.
-  offset_y = (0.5 - h / 2 - ty) / s + h / 2 - 0.5
-  offset_x = (0.5 - w / 2 - tx) / s + w / 2 - 0.5
-  matrix = jnp.diag(jnp.stack([1 / s, 1 / s, jnp.ones_like(s)]))
-  offset = jnp.stack([offset_y, offset_x, jnp.zeros_like(s)])
-  return pix.affine_transform(image, matrix, offset=offset, order=1, mode='constant', cval=fill)
+  # Pixel index i has its centre at x = i + 0.5: the source index of output index o is
+  # (o + 0.5 - c - t) / s + c - 0.5 = o / s + shift.
+  wy = _interpolation_weights(h, s, (0.5 - h / 2 - ty) / s + h / 2 - 0.5)
+  wx = _interpolation_weights(w, s, (0.5 - w / 2 - tx) / s + w / 2 - 0.5)
+  out = jnp.einsum('ab,bcz,dc->adz', wy, image, wx)
+  if fill:
+    out = out + fill * (1.0 - jnp.sum(wy, axis=1)[:, None, None] * jnp.sum(wx, axis=1)[None, :, None])
+  return out
 
 
 def scale_translate(images, boxes, mask, key, scale=(0.75, 1.25), translate: float = 0.1,
@@ -67,7 +84,7 @@ def scale_translate(images, boxes, mask, key, scale=(0.75, 1.25), translate: flo
   s = jax.random.uniform(k_scale, (n,), minval=scale[0], maxval=scale[1])
   shift = jax.random.uniform(k_shift, (n, 2), minval=-translate, maxval=translate)
   ty, tx = shift[:, 0] * h, shift[:, 1] * w
-  images = jax.vmap(lambda im, a, b, c: _warp(im, a, b, c, fill))(images, s, ty, tx)
+  images = jax.vmap(lambda im, a, b, c: warp(im, a, b, c, fill))(images, s, ty, tx)
   s_, ty_, tx_ = s[:, None], ty[:, None], tx[:, None]
   moved = jnp.stack([s_ * (boxes[..., 0] - w / 2) + w / 2 + tx_,
                      s_ * (boxes[..., 1] - h / 2) + h / 2 + ty_,
