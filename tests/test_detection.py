@@ -128,7 +128,8 @@ def test_decode_inverts_encode_and_keeps_centres_in_their_cell():
   np.testing.assert_allclose(encode_boxes(boxes, ANCHORS, (32, 32)), raw[..., :4], atol=1e-3)
   centre = box_ops.xyxy_to_cxcywh(boxes)
   cols = np.floor(np.asarray(centre[..., 0]) / 8)
-  np.testing.assert_array_equal(cols, np.broadcast_to(np.arange(4)[None, None, :, None], cols.shape))
+  np.testing.assert_array_equal(cols, np.broadcast_to(np.arange(4)[None, None, :, None],
+                                                     cols.shape))
 
 
 def _perfect_prediction(boxes, classes, mask, num_classes=5, logit=20.0):

@@ -50,7 +50,7 @@ def test_canvases_are_deterministic_with_tight_separate_boxes():
     for i, box in enumerate(c['boxes']):
       assert 0 <= box[0] < box[2] <= 96 and 0 <= box[1] < box[3] <= 96
       top, left, size = c['patch'][i]
-      assert md.DIGIT_SIZES[0] <= size <= md.DIGIT_SIZES[1]
+      assert md.PATCH_SIZES[0] <= size <= md.PATCH_SIZES[1]
       assert top <= box[0] and box[2] <= top + size and left <= box[1] and box[3] <= left + size
       assert all(_iou(box, other) < md.MAX_IOU for other in c['boxes'][:i])
     if n == 1:  # alone, the digit's box is the box of the canvas's ink
@@ -141,7 +141,8 @@ def test_detection_split_loads_padded_boxes(detection_data_dir):
   assert set(split.labels) <= {1, 2, 3, 4, 5} and not boxes[~mask].any()
   record = sources.open_source('mnist_detection', 'test', detection_data_dir)[5]
   ymin, xmin, ymax, xmax = np.asarray(record['objects']['bbox']).T * 96
-  np.testing.assert_allclose(boxes[5, :len(ymin)], np.stack([xmin, ymin, xmax, ymax], -1), atol=1e-4)
+  np.testing.assert_allclose(boxes[5, :len(ymin)], np.stack([xmin, ymin, xmax, ymax], -1),
+                             atol=1e-4)
   with pytest.raises(ConfigError, match=r'example \d+ of mnist_detection test has \d boxes, more '
                                         r'than detection.max_boxes=2'):
     detection_data.load_detection_split('mnist_detection', 'test', detection_data_dir,

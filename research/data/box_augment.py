@@ -72,7 +72,8 @@ def warp(image, s, ty, tx, fill: float = 0.0):
   wx = _interpolation_weights(w, s, (0.5 - w / 2 - tx) / s + w / 2 - 0.5)
   out = jnp.einsum('ab,bcz,dc->adz', wy, image, wx)
   if fill:
-    out = out + fill * (1.0 - jnp.sum(wy, axis=1)[:, None, None] * jnp.sum(wx, axis=1)[None, :, None])
+    covered = jnp.sum(wy, axis=1)[:, None, None] * jnp.sum(wx, axis=1)[None, :, None]
+    out = out + fill * (1.0 - covered)
   return out
 
 

@@ -108,7 +108,8 @@ def load_detection_split(name: str, split: str, data_dir: str = '', max_boxes: i
   source = sources.open_source(name, split, data_dir)
   features = source.dataset_info.features
   if 'objects' not in features or 'bbox' not in features['objects'].feature:
-    raise ConfigError(f'dataset {name!r} has no objects/bbox feature: it is not a detection dataset')
+    raise ConfigError(f'dataset {name!r} has no objects/bbox feature: it is not a detection '
+                      'dataset')
   indices = np.arange(len(source)) if indices is None else np.asarray(indices, np.int64)
   records = sources._read(source, indices, name, data_dir) if len(indices) else []  # noqa: SLF001
   images, boxes, classes, masks = [], [], [], []

@@ -44,8 +44,12 @@ def data_dir_from(configured: str = '') -> str:
 
 
 def prepare_command(name: str, data_dir: str) -> str:
+  try:  # a dataset made from another one's files names their folder (e.g. mnist_detection: mnist)
+    folder = getattr(_builder_class(name), 'MANUAL_DIR_SOURCE', name)
+  except DatasetNotFoundError:
+    folder = name
   return (f'python -m research.data.prepare {name} --data_dir={data_dir} (with TFDS_MANUAL_DIR '
-          f'set to a folder holding {name}/ when there is no internet)')
+          f'set to a folder holding {folder}/ when there is no internet)')
 
 
 def _builder_class(name: str):

@@ -19,10 +19,11 @@ How a canvas is drawn (a pure function of (split, canvas index, SEED): `np.rando
 [SEED, split id, index])`, so any canvas can be regenerated alone):
   - the number of digits is uniform in {1, ..., 5}; each digit is an MNIST image drawn
     uniformly (with replacement) from the split, resized from 28x28 to s x s with s uniform in
-    {14, ..., 40} pixels (`resize_digit`: a triangle filter whose support widens when
+    {20, ..., 56} pixels (`resize_digit`: a triangle filter whose support widens when
     shrinking, i.e. antialiased bilinear), and pasted wholly inside the canvas at a uniform
-    position; the canvas keeps the brighter pixel where digits overlap (np.maximum);
-  - the digit's box is tight around its ink, the resized pixels >= INK_THRESHOLD (128);
+    position; the canvas keeps the brighter pixel where digits overlap (np.maximum). MNIST's
+    digits fill about 20 of their 28 pixels, so the digits are about 14-40 px tall;
+  - the digit's box is tight around its ink, the resized pixels >= INK_THRESHOLD (64 of 255);
   - a position whose box has IoU >= MAX_IOU (0.3) with an earlier box of the canvas is redrawn,
     up to PLACEMENT_TRIES times; a digit that finds no place is left out (so a canvas may hold
     fewer digits than drawn; the first always fits).
@@ -48,8 +49,8 @@ from research.errors import DatasetNotFoundError
 
 CANVAS = 96
 NUM_DIGITS = (1, 5)        # inclusive
-DIGIT_SIZES = (14, 40)     # inclusive, pixels
-INK_THRESHOLD = 128
+PATCH_SIZES = (20, 56)     # inclusive, pixels: the digits themselves are ~14-40 px tall
+INK_THRESHOLD = 64
 MAX_IOU = 0.3
 PLACEMENT_TRIES = 30
 SEED = 20261201
@@ -113,7 +114,7 @@ def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
   return weights / weights.sum(axis=1, keepdims=True)
 
 
-_MATRICES = {s: _resize_matrix(28, s) for s in range(DIGIT_SIZES[0], DIGIT_SIZES[1] + 1)}
+_MATRICES = {s: _resize_matrix(28, s) for s in range(PATCH_SIZES[0], PATCH_SIZES[1] + 1)}
 
 
 def resize_digit(digit: np.ndarray, size: int) -> np.ndarray:
@@ -154,7 +155,7 @@ def compose_canvas(digits: np.ndarray, labels: np.ndarray, split: str, index: in
   boxes, classes, sources, patches = [], [], [], []
   for _ in range(rng.integers(NUM_DIGITS[0], NUM_DIGITS[1] + 1)):
     source = int(rng.integers(len(digits)))
-    size = int(rng.integers(DIGIT_SIZES[0], DIGIT_SIZES[1] + 1))
+    size = int(rng.integers(PATCH_SIZES[0], PATCH_SIZES[1] + 1))
     patch = resize_digit(digits[source], size)
     ink = ink_box(patch)
     if ink is None:

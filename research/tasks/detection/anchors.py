@@ -79,8 +79,8 @@ def check_anchors(anchors, num_anchors: int | None = None) -> np.ndarray:
   is positive and, given `num_anchors` (the head's), K equals it."""
   array = np.asarray(anchors, np.float32)
   if array.ndim != 2 or array.shape[1] != 2 or not len(array):
-    raise ConfigError(f'anchors must be (width, height) pairs in pixels, e.g. ((12, 16), (24, 30)); '
-                      f'got {anchors!r}')
+    raise ConfigError(f'anchors must be (width, height) pairs in pixels, e.g. ((12, 16), '
+                      f'(24, 30)); got {anchors!r}')
   if np.any(array <= 0):
     raise ConfigError(f'anchor widths and heights must be positive; got {array.tolist()}')
   if num_anchors is not None and len(array) != num_anchors:

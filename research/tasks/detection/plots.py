@@ -40,7 +40,7 @@ def plot_detections(images, truth: dict, detections: dict, path, class_names=Non
         ax.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
                                    edgecolor='red', linewidth=1))
         ax.text(x1, y1 - 0.5, f'{names(cls)} {score:.2f}', color='red', fontsize=6)
-  fig.suptitle(title or f'true boxes (green, dashed) and detections with score >= {min_score} (red)',
-               fontsize=8)
+  fig.suptitle(title or 'true boxes (green, dashed) and detections with score >= '
+               f'{min_score} (red)', fontsize=8)
   fig.tight_layout()
   return save_figure(fig, path)

@@ -89,9 +89,10 @@ def detection(model, anchors, image_size: tuple[int, int], num_classes: int, cha
     return (images - mean) / std
 
   def loss_sums(terms, weights):
-    return {'loss': jnp.sum(weights * terms['loss']), 'object_loss': jnp.sum(weights * terms['object']),
-            'box_loss': jnp.sum(weights * terms['box']), 'class_loss': jnp.sum(weights * terms['class']),
-            'count': jnp.sum(weights)}
+    return {'loss': jnp.sum(weights * terms['loss']),
+            'object_loss': jnp.sum(weights * terms['object']),
+            'box_loss': jnp.sum(weights * terms['box']),
+            'class_loss': jnp.sum(weights * terms['class']), 'count': jnp.sum(weights)}
 
   def train_loss(params, batch_stats, batch, rng):
     augment_key, dropout_key = jax.random.split(rng)
