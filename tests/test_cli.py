@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.conftest import prepared
 from tests.helpers import REPO
 
 CONFIG = 'configs/classification/mnist_lenet5.py'
@@ -68,6 +69,8 @@ def test_documented_command_runs(module, args, env, mnist_data_dir, tmp_path):
   args = [a if not a.startswith('--workdir=') else f'--workdir={tmp_path / "w"}' for a in args]
   if 'cifar10' in ' '.join(args):
     pytest.skip('CIFAR-10 cannot be prepared offline; its config is run on mock data elsewhere')
+  if module == 'experiments.detection':
+    prepared('mnist_detection')  # from the MNIST files, as `python -m research.data.prepare` does
   result = run_module(module, *args, '--dry_run', env=dict(env))
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'dry run:' in result.stdout and not os.path.exists(tmp_path / 'w')

@@ -33,8 +33,9 @@ def lane_positions(num_examples: int, global_batch_size: int, process_index: int
 
 
 class InMemoryLoader:
-  """Training batches `{'image': uint8 (B/P, H, W, C), 'label': int32 (B/P,)}`: this process's
-  rows of each global batch.
+  """Training batches `{'image': uint8 (B/P, H, W, C), 'label': int32 (B/P,), extras...}`
+  (the split's extra arrays, research/data/sources.ArraySplit): this process's rows of each
+  global batch.
 
   `split` holds the examples at `positions` of the training set (default: all of them, in
   order, and `num_examples` is its length); it must include this process's lane positions.
@@ -83,8 +84,7 @@ class InMemoryLoader:
     epoch, index = divmod(step, self.steps_per_epoch)
     first = self.process_index * self.local_batch_size
     wanted = self._order(epoch)[index, first:first + self.local_batch_size]
-    rows = np.searchsorted(self.positions, wanted)
-    return {'image': self.split.images[rows], 'label': self.split.labels[rows]}
+    return self.split.rows(np.searchsorted(self.positions, wanted))
 
   def __iter__(self):
     return self
@@ -126,7 +126,7 @@ def eval_batches(split: ArraySplit, global_batch_size: int, num_examples: int | 
   """Every example of an evaluation split once, in this process's rows of global batches.
 
   `split` holds this process's `eval_shard` (all of it on one process; `num_examples` is the
-  whole split's size, default len(split)). Yields `{'image', 'label', 'mask'}` of
+  whole split's size, default len(split)). Yields `{'image', 'label', extras..., 'mask'}` of
   global_batch_size / P rows; `mask` is 0 on padding rows so that metric sums count every
   example exactly once. Every process yields the same number of batches.
   """
@@ -138,5 +138,4 @@ def eval_batches(split: ArraySplit, global_batch_size: int, num_examples: int | 
     rows = np.arange(start, start + local)
     mask = rows < len(split)
     rows = np.where(mask, rows, 0)
-    yield {'image': split.images[rows], 'label': split.labels[rows],
-           'mask': mask.astype(np.float32)}
+    yield {**split.rows(rows), 'mask': mask.astype(np.float32)}

@@ -7,10 +7,11 @@ The data dir and the folder of original files default to what the experiments us
 (research/data/sources.py: $TFDS_DATA_DIR, else the checkout's .data/tfds; $TFDS_MANUAL_DIR,
 else ../shared/datasets beside the checkout). Where `<manual_dir>/<name>/` exists, its files
 are checked against the checksums tfds registers for them and nothing is downloaded (said on
-the output line); otherwise tfds downloads them. Writing needs TensorFlow
-(`pip install -e .[prepare]`); reading the result does not. Output is one line per dataset
-(no progress bars unless on a terminal). Each failure is one `error:` line, and the other
-names are still prepared; the exit code is 1 if any failed.
+the output line; a builder made from another dataset's files names that folder in its
+`MANUAL_DIR_SOURCE`: mnist_detection reads `<manual_dir>/mnist/`); otherwise tfds downloads
+them. Writing needs TensorFlow (`pip install -e .[prepare]`); reading the result does not.
+Output is one line per dataset (no progress bars unless on a terminal). Each failure is one
+`error:` line, and the other names are still prepared; the exit code is 1 if any failed.
 """
 import argparse
 import os

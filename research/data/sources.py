@@ -44,8 +44,12 @@ def data_dir_from(configured: str = '') -> str:
 
 
 def prepare_command(name: str, data_dir: str) -> str:
+  try:  # a dataset made from another one's files names their folder (e.g. mnist_detection: mnist)
+    folder = getattr(_builder_class(name), 'MANUAL_DIR_SOURCE', name)
+  except DatasetNotFoundError:
+    folder = name
   return (f'python -m research.data.prepare {name} --data_dir={data_dir} (with TFDS_MANUAL_DIR '
-          f'set to a folder holding {name}/ when there is no internet)')
+          f'set to a folder holding {folder}/ when there is no internet)')
 
 
 def _builder_class(name: str):
@@ -94,13 +98,31 @@ def open_source(name: str, split: str, data_dir: str = ''):
 @dataclasses.dataclass(frozen=True)
 class ArraySplit:
   """A split (or this process's part of one) decoded into memory: uint8 images (N, H, W, C),
-  int32 labels (N,), and the number of classes of the whole dataset."""
+  int32 labels (N,), and the number of classes of the whole dataset.
+
+  `extras` holds more per-example arrays, row i belonging to example i (e.g. a detection
+  split's padded boxes (N, M, 4)); the loaders (research/data/in_memory.py) put them into
+  every batch under their names, beside 'image' and 'label'."""
   images: np.ndarray
   labels: np.ndarray
   num_classes: int
+  extras: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    for name, array in self.extras.items():
+      if name in ('image', 'label', 'mask'):
+        raise ValueError(f'an extra array may not be named {name!r}: batches use that name')
+      if len(array) != len(self.labels):
+        raise ValueError(f'extra array {name!r} has {len(array)} rows for {len(self.labels)} '
+                         'examples')
 
   def __len__(self):
     return len(self.labels)
+
+  def rows(self, rows) -> dict:
+    """{'image', 'label', extras...} of the examples at `rows` (an index array)."""
+    return {'image': self.images[rows], 'label': self.labels[rows],
+            **{name: array[rows] for name, array in self.extras.items()}}
 
 
 def split_size(name: str, split: str, data_dir: str = '') -> int:

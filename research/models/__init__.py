@@ -6,13 +6,14 @@ import jax.numpy as jnp
 
 from research.errors import ConfigError
 from research.models import alexnet_vgg, googlenet, mobile, resnet
+from research.models.darknet import DarknetTiny
 from research.models.lenet import LeNet5
 from research.models.resnet_cifar import (CifarResNet, ResNet20, ResNet32, ResNet44, ResNet56,
                                           ResNet110)
 from research.models.simple_cnn import SimpleCNN
 
-__all__ = ['MODELS', 'CifarResNet', 'LeNet5', 'SimpleCNN', 'build_model', 'count_params',
-           'model_arguments']
+__all__ = ['MODELS', 'CifarResNet', 'DarknetTiny', 'LeNet5', 'SimpleCNN', 'build_detector',
+           'build_model', 'count_params', 'model_arguments']
 
 MODELS = {
     'lenet5': LeNet5,
@@ -33,6 +34,8 @@ MODELS = {
     'googlenet': googlenet.GoogLeNet,
     'mobilenet_v2': mobile.MobileNetV2,
     'efficientnet_b0': mobile.EfficientNetB0,
+    # A small Darknet-style backbone for detection (research/models/darknet.py).
+    'darknet_tiny': DarknetTiny,
 }
 
 
@@ -65,3 +68,16 @@ def count_params(model, input_shape) -> int:
   """Number of trainable parameters (batch statistics excluded), without allocating them."""
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape)))
   return sum(x.size for x in jax.tree.leaves(variables['params']))
+
+
+def build_detector(model_config, num_classes: int, num_anchors: int, feature: str = '',
+                   hidden: int = 256, objectness_prior: float | None = 0.01):
+  """A `blocks.Detector`: the zoo backbone `model_config` names (built as `build_model` does)
+  with a YOLO head of `num_anchors` anchors and `num_classes` classes on its feature map
+  `feature` ('' = the last). Its outputs are (N, Sy, Sx, num_anchors, 5 + num_classes)."""
+  from research.models.blocks import Detector
+  if num_anchors < 1:
+    raise ConfigError(f'a detector needs at least one anchor; got num_anchors={num_anchors}')
+  backbone = build_model(model_config, num_classes)
+  return Detector(backbone, feature=feature, num_anchors=num_anchors, num_classes=num_classes,
+                  hidden=hidden, objectness_prior=objectness_prior)

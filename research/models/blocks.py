@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from research.errors import ConfigError
 from research.models.conv import Conv
 from research.models.layers import choose
 from research.models.norm import BatchNorm
@@ -101,12 +102,27 @@ class SpatialSelfAttention(nn.Module):
     return x + gamma * out
 
 
+def _objectness_bias(num_anchors: int, num_classes: int, prior: float | None):
+  """The predict conv's bias: 0, except logit(prior) on each anchor's objectness channel (a
+  detector then starts out predicting `prior` everywhere, as RetinaNet's focal-loss paper
+  initialises its classifier, instead of a large background loss at step 0)."""
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    bias = jnp.zeros((num_anchors, 5 + num_classes), dtype)
+    if prior is not None:
+      bias = bias.at[:, 4].set(jnp.log(prior) - jnp.log1p(-prior))
+    return bias.reshape(shape)
+  return init
+
+
 class YOLOHead(nn.Module):
   """YOLO-style detection outputs on a feature map: (N, S, S, anchors, 5 + classes), the 5
-  being box x, y, w, h and objectness (raw: decode with sigmoid/exp as the loss expects)."""
+  being box x, y, w, h and objectness (raw: decode with sigmoid/exp as the loss expects).
+  `objectness_prior` in (0, 1) sets the objectness bias to its logit (None: 0)."""
   num_anchors: int = 3
   num_classes: int = 20
   hidden: int = 256
+  objectness_prior: float | None = None
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -114,7 +130,8 @@ class YOLOHead(nn.Module):
     x = ConvBNAct(self.hidden, 3, activation='leaky_relu', dtype=self.dtype,
                   name='conv')(features, train=train)
     x = Conv(self.num_anchors * (5 + self.num_classes), (1, 1), dtype=self.dtype,
-             name='predict')(x)
+             bias_init=_objectness_bias(self.num_anchors, self.num_classes,
+                                        self.objectness_prior), name='predict')(x)
     n, s1, s2, _ = x.shape
     return x.reshape(n, s1, s2, self.num_anchors, 5 + self.num_classes).astype(jnp.float32)
 
@@ -125,9 +142,15 @@ class Detector(nn.Module):
   feature: str = ''
   num_anchors: int = 3
   num_classes: int = 20
+  hidden: int = 256
+  objectness_prior: float | None = None
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     _, features = self.backbone(x, train=train, return_features=True)
-    name = self.feature or [k for k in features if k not in ('pre_logits', 'logits')][-1]
-    return YOLOHead(self.num_anchors, self.num_classes, name='head')(features[name], train=train)
+    maps = [k for k in features if k not in ('pre_logits', 'logits')]
+    name = self.feature or maps[-1]
+    if name not in maps:
+      raise ConfigError(f'the backbone has no feature map {name!r}; it has {", ".join(maps)}')
+    return YOLOHead(self.num_anchors, self.num_classes, self.hidden, self.objectness_prior,
+                    name='head')(features[name], train=train)
