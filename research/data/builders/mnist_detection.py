@@ -38,13 +38,12 @@ Features (what `tfds.data_source('mnist_detection', split=...)[i]` returns):
   objects/source_index  int32 (n,): the digit's index in that MNIST split's files
   objects/patch         int32 (n, 3): (top, left, size) of the s x s pasted digit, in pixels
 """
-import gzip
-import hashlib
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from research.data.builders import mnist_files
 from research.errors import DatasetNotFoundError
 
 CANVAS = 96
@@ -57,52 +56,9 @@ SEED = 20261201
 SIZES = {'train': 20_000, 'test': 2_000}
 SPLIT_IDS = {'train': 0, 'test': 1}
 
-FILES = {'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
-         'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')}
-# The official MD5s (the same as /work/shared/datasets/mnist/MD5SUMS), used when the folder
-# has no MD5SUMS file; with one, the files must match it too.
-OFFICIAL_MD5 = {'train-images-idx3-ubyte.gz': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
-                'train-labels-idx1-ubyte.gz': 'd53e105ee54ea40749a09fcbcd1e9432',
-                't10k-images-idx3-ubyte.gz': '9fb629c4189551a2d022fa330f9573f3',
-                't10k-labels-idx1-ubyte.gz': 'ec29112dd5afa0611ce80d1b7f02629c'}
-
-
-def read_md5sums(folder: str) -> dict[str, str]:
-  """{file name: md5} from `folder/MD5SUMS` (md5sum's output format), or {} without one."""
-  path = os.path.join(folder, 'MD5SUMS')
-  if not os.path.isfile(path):
-    return {}
-  sums = {}
-  for line in open(path):
-    parts = line.split()
-    if len(parts) == 2:
-      sums[parts[1].lstrip('*')] = parts[0].lower()
-  return sums
-
-
-def _checked(folder: str, name: str, listed: dict[str, str]) -> bytes:
-  path = os.path.join(folder, name)
-  if not os.path.isfile(path):
-    raise DatasetNotFoundError(f'{path} is missing: mnist_detection needs the 4 original MNIST '
-                               f'.gz files in {folder}')
-  data = open(path, 'rb').read()
-  digest = hashlib.md5(data).hexdigest()
-  for what, expected in (('the official MD5', OFFICIAL_MD5[name]),
-                         ('MD5SUMS', listed.get(name, OFFICIAL_MD5[name]))):
-    if digest != expected:
-      raise DatasetNotFoundError(f'{path} has MD5 {digest}, not {expected} ({what}): replace it '
-                                 'with the original file')
-  return gzip.decompress(data)
-
-
-def load_mnist(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """(images uint8 (N, 28, 28), labels uint8 (N,)) of MNIST 'train' or 'test' from the original
-  idx .gz files in `folder`, in the files' order, after checking their MD5s."""
-  listed = read_md5sums(folder)
-  images_name, labels_name = FILES[split]
-  images = np.frombuffer(_checked(folder, images_name, listed), np.uint8, offset=16)
-  labels = np.frombuffer(_checked(folder, labels_name, listed), np.uint8, offset=8)
-  return images.reshape(-1, 28, 28), labels.copy()
+# The MNIST files are read and MD5-checked by research/data/builders/mnist_files.py.
+load_mnist, read_md5sums = mnist_files.load, mnist_files.read_md5sums
+FILES, OFFICIAL_MD5 = mnist_files.FILES, mnist_files.MD5
 
 
 def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
