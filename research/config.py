@@ -20,7 +20,8 @@ from research.errors import ConfigError
 FREE_FORM = ('model', 'data.eval_splits')
 
 # The experiment modules a config can name in `experiment` (experiments/<name>.py).
-EXPERIMENTS = ('classification', 'transfer', 'detection')
+EXPERIMENTS = ('classification', 'transfer', 'detection', 'distillation', 'segmentation',
+               'adversarial')
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -182,3 +182,10 @@ def test_a_real_sweep_runs_resumes_and_reports(mnist_data_dir, tmp_path):
                               f'--collect={tmp_path / "sweep"}'], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
   assert collected.returncode == 0 and '| pooling=avg | avg |' in collected.stdout
+
+
+def test_extra_points_are_added_as_they_are():
+  points, _ = grid.expand({'product': {'d.temperature': [1.0, 4.0]},
+                           'extra_points': {'scratch': {'d.teachers': ()}}})
+  assert [p.name for p in points] == ['temperature=1.0', 'temperature=4.0', 'scratch']
+  assert points[-1].overrides == {'d.teachers': ()}

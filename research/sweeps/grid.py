@@ -5,6 +5,7 @@
           'product': {'model.dropout_rate': [0.0, 0.25, 0.5], 'train.label_smoothing': [0.0, 0.1]},
           'zip': {'optimizer.learning_rate': [1e-3, 3e-3], 'schedule.warmup_steps': [0, 100]},
           'points': {'baseline': {}, 'no_augmentation': {'data.train_ops': 'normalize'}},
+          'extra_points': {'from_scratch': {'distillation.teachers': ()}},
           'seeds': [0, 1, 2],
           'metrics': ['test/accuracy'],                 # optional; default: every test/* key
           'plot': {'x': 'model.dropout_rate', 'metric': 'test/accuracy'},   # optional
@@ -13,7 +14,8 @@
 
 The points are the explicit `points` (default: one point with no changes) crossed with the
 `product` grid, crossed with the rows of `zip` (its lists have equal lengths and are taken
-together, row by row). Each point runs once per seed, the seed being `config.seed` and nothing
+together, row by row), then the `extra_points` as they are (baselines that no axis applies
+to, e.g. a from-scratch row beside a grid of distillation settings). Each point runs once per seed, the seed being `config.seed` and nothing
 else: no hyper-parameter may depend on it (`seed` cannot be swept). A point's name lists its
 settings by their last key component, `dropout_rate=0.25,label_smoothing=0.1` (full dotted keys
 where last components collide), after the explicit point's name if any.
@@ -24,7 +26,7 @@ import re
 
 from research.errors import ConfigError
 
-KNOWN = ('product', 'zip', 'points', 'seeds', 'metrics', 'plot', 'slurm')
+KNOWN = ('product', 'zip', 'points', 'extra_points', 'seeds', 'metrics', 'plot', 'slurm')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +69,10 @@ def expand(spec: dict) -> tuple[list[Point], list[int]]:
   if isinstance(explicit, (list, tuple)):
     explicit = {p['name']: p.get('overrides', {}) for p in explicit}
   seeds = list(spec.get('seeds', [0]))
-  for key in [*product, *zipped, *(k for o in explicit.values() for k in o)]:
+  extra = spec.get('extra_points', {})
+  if isinstance(extra, (list, tuple)):
+    extra = {p['name']: p.get('overrides', {}) for p in extra}
+  for key in [*product, *zipped, *(k for o in [*explicit.values(), *extra.values()] for k in o)]:
     if key == 'seed' or key.endswith('.seed'):
       raise ConfigError("get_sweep() cannot sweep 'seed': list the seeds in 'seeds' (the seed "
                         'changes nothing but randomness)')
@@ -93,6 +98,7 @@ def expand(spec: dict) -> tuple[list[Point], list[int]]:
     parts = [label] if label else []
     parts += [f'{names[k]}={format_value(v)}' for k, v in {**cell, **row}.items()]
     points.append(Point(_safe(','.join(parts)) or 'default', overrides))
+  points += [Point(_safe(label), dict(overrides)) for label, overrides in extra.items()]
   duplicates = sorted({p.name for p in points if [q.name for q in points].count(p.name) > 1})
   if duplicates:
     raise ConfigError(f'sweep points share the names {", ".join(duplicates)}; give the explicit '

@@ -157,11 +157,20 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   # ------------------------------------------------------------------ Compiled steps
   frozen_stats = (transfer.mask(state.batch_stats, config.transfer.freeze)
                   if config.transfer.freeze and state.batch_stats else None)
-  train_step = jax.jit(make_train_step(task, optimizer, schedule, frozen_stats),
-                       in_shardings=(replicated, data_sharded),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_step = jax.jit(task.eval_sums, in_shardings=(replicated, replicated, data_sharded),
-                      out_shardings=replicated)
+  constants = (None if task.constants is None else
+               jax.device_put(task.constants, replicated))  # arguments, not baked-in arrays
+  compiled_step = jax.jit(make_train_step(task, optimizer, schedule, frozen_stats),
+                          in_shardings=(replicated, data_sharded, replicated),
+                          out_shardings=(replicated, replicated), donate_argnums=0)
+  train_step = lambda state, batch: compiled_step(state, batch, constants)
+  if task.constants is None:
+    eval_step = jax.jit(task.eval_sums, in_shardings=(replicated, replicated, data_sharded),
+                        out_shardings=replicated)
+  else:
+    compiled_eval = jax.jit(lambda p, s, b, c: task.eval_sums(p, s, b, constants=c),
+                            in_shardings=(replicated, replicated, data_sharded, replicated),
+                            out_shardings=replicated)
+    eval_step = lambda p, s, b: compiled_eval(p, s, b, constants)
   sync_each_step = parallel.must_sync_each_step(mesh)
   evaluate_now = functools.partial(evaluate, eval_step, eval_sets=eval_sets,
                                    batch_size=t.eval_batch_size, sharding=data_sharded,

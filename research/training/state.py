@@ -41,9 +41,10 @@ def make_train_step(task: Task, optimizer, schedule, frozen_stats=None):
   optimizers without it ignore it)."""
   with_extra_args = optax.with_extra_args_support(optimizer)
 
-  def train_step(state: TrainState, batch):
+  def train_step(state: TrainState, batch, constants=None):
     rng = jax.random.fold_in(state.rng, state.step)
-    loss_fn = lambda params: task.train_loss(params, state.batch_stats, batch, rng)
+    extra = {} if task.constants is None else {'constants': constants}
+    loss_fn = lambda params: task.train_loss(params, state.batch_stats, batch, rng, **extra)
     (_, (batch_stats, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = with_extra_args.update(grads, state.opt_state, state.params,
                                                 lr_scale=state.lr_scale)

@@ -7,9 +7,12 @@
 (default: every sum divided by the count). `final_report(state, workdir) -> {name: value}`,
 if given, runs once at the end on the reported checkpoint (the best one when there is a best
 metric, else the last) and its numbers join summary.json: for what sums cannot give (mAP,
-attacks, region scores) and for pictures written into the workdir. Each kind of experiment
-builds its Task in research/tasks/.
+attacks, region scores) and for pictures written into the workdir. `constants`, if given, is a
+pytree (e.g. a frozen teacher's variables) that the loop passes to `train_loss` and `eval_sums`
+as their keyword argument `constants`: an argument of the compiled steps (replicated), not
+arrays baked into the program. Each kind of experiment builds its Task in research/tasks/.
 """
+from typing import Any
 import dataclasses
 from collections.abc import Callable
 
@@ -22,6 +25,7 @@ class Task:
   eval_sums: Callable
   finalize: Callable = metric_sums.finalize
   final_report: Callable | None = None
+  constants: Any = None
 
 
 def variables(params, batch_stats):

@@ -1,0 +1,52 @@
+"""Distillation on MNIST: a 9,122-parameter student (the simple CNN at 8-16 channels, 1/15 of
+the teacher's 137,418) learns from configs/classification/mnist_teacher.py's run.
+
+    python -m experiments.classification --config=configs/classification/mnist_teacher.py \
+        --workdir=runs/mnist_teacher
+    python -m experiments.distillation --config=configs/distillation/mnist_student.py \
+        --workdir=runs/student [--config.distillation.teachers="('runs/mnist_teacher',)"]
+    python -m experiments.sweep --config=configs/distillation/mnist_student.py \
+        --workdir=runs/distillation_ablation --parallel=2
+
+alpha weights the HARD (label) term: loss = alpha CE + (1 - alpha) T^2 KL(teacher || student)
+(research/tasks/distillation.py). `distillation.teachers=()` is the from-scratch baseline: the
+same student, data, schedule and seeds.
+
+Expected: STUDENT_RESULT
+"""
+from research.tasks.distillation import distillation_config
+
+TEACHER = 'runs/mnist_teacher'
+
+
+def get_config():
+  c = distillation_config()
+  c.data.name = 'mnist'
+  c.data.train_ops = 'normalize'   # no augmentation: the teacher's logits are cached
+  c.data.eval_ops = 'normalize'
+  c.model.name = 'simple_cnn'
+  c.model.features = (8, 16)
+  c.model.dropout_rate = 0.0
+  c.distillation.teachers = (TEACHER,)
+  c.distillation.temperature = 4.0
+  c.distillation.alpha = 0.5
+  c.train.batch_size = 128
+  c.train.num_epochs = 1.0
+  c.optimizer.name = 'adamw'
+  c.optimizer.learning_rate = 5e-3
+  c.schedule.name = 'warmup_cosine'
+  c.schedule.warmup_steps = 50
+  return c
+
+
+def get_sweep():
+  return {
+      'extra_points': {
+          'scratch': {'distillation.teachers': ()},
+          'fitnets': {'distillation.hint_student': 'stage2', 'distillation.hint_teacher': 'stage2'},
+      },
+      'product': {'distillation.temperature': [1.0, 2.0, 4.0, 8.0, 20.0],
+                  'distillation.alpha': [0.1, 0.5, 0.9]},
+      'seeds': [0, 1, 2],
+      'metrics': ['test/accuracy', 'test/loss'],
+  }
