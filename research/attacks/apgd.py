@@ -82,6 +82,19 @@ def apgd_ce(logits_fn, images, labels, key, eps, steps: int = 100, norm: str = '
   common.check_labels_below(labels, logits_fn, images)
   images = jax.lax.stop_gradient(images)  # the attack differentiates with respect to it alone
   objective = common.attack_objective(logits_fn, labels, targeted=False)
+  run = lambda run_key: apgd_run(objective, images, run_key, eps, steps, norm, rho, alpha,
+                                 pixel_range)[0]
+  if restarts == 1:
+    return jax.lax.stop_gradient(run(jax.random.fold_in(key, 0)))
+  return jax.lax.stop_gradient(common.keep_worst_case(run, objective, key, restarts))
+
+
+def apgd_run(objective, images, key, eps, steps, norm, rho, alpha, pixel_range):
+  """One APGD run from a random start drawn with `key`: `(best point (N, ...), trace)`, the
+  trace holding, per iteration k (leading axis `steps`) and example, the loss of the new
+  iterate x(k+1) ('loss'), whether the step size was halved after it ('halved'), the step
+  size in force for the next step ('eta') and f_max ('loss_max'); plus the loss of the start
+  ('start_loss', (N,)). `objective` is common.attack_objective's."""
   period = np.zeros(steps + 1, np.int32)  # period[w_j] = w_j - w_{j-1} at checkpoints, else 0
   previous = 0
   for checkpoint in apgd_checkpoints(steps):
@@ -92,7 +105,7 @@ def apgd_ce(logits_fn, images, labels, key, eps, steps: int = 100, norm: str = '
   def where(condition, new, old):
     return jnp.where(jnp.reshape(condition, condition.shape + (1,) * (new.ndim - 1)), new, old)
 
-  def iteration(k, s):
+  def iteration(s, k):
     weight = jnp.where(k == 0, 1., alpha).astype(images.dtype)  # no momentum in the first step
     eta = jnp.reshape(s['eta'], (-1,) + (1,) * (images.ndim - 1))
     z = common.project(s['x'] + eta * common.steepest_ascent(s['grad'], norm), images, eps,
@@ -120,20 +133,16 @@ def apgd_ce(logits_fn, images, labels, key, eps, steps: int = 100, norm: str = '
     s.update(halved_at_check=jnp.where(at_check, halve, s['halved_at_check']),
              loss_max_at_check=jnp.where(at_check, s['loss_max'], s['loss_max_at_check']),
              increases=jnp.where(at_check, 0, s['increases']))
-    return s
+    return s, dict(loss=loss, halved=halve, eta=s['eta'], loss_max=s['loss_max'])
 
-  def run(run_key):
-    start = common.random_start(run_key, images, eps, norm, pixel_range)
-    grad, (loss, success) = objective(start)
-    n = images.shape[0]
-    state = dict(x=start, x_prev=start, grad=grad, loss=loss,
-                 eta=jnp.full((n,), 2 * eps, images.dtype),
-                 x_max=start, grad_max=grad, loss_max=loss,
-                 out=start, out_loss=loss, out_success=success,
-                 increases=jnp.zeros((n,), jnp.int32), loss_max_at_check=loss,
-                 halved_at_check=jnp.zeros((n,), bool))
-    return jax.lax.fori_loop(0, steps, iteration, state)['out']
-
-  if restarts == 1:
-    return jax.lax.stop_gradient(run(jax.random.fold_in(key, 0)))
-  return jax.lax.stop_gradient(common.keep_worst_case(run, objective, key, restarts))
+  start = common.random_start(key, images, eps, norm, pixel_range)
+  grad, (loss, success) = objective(start)
+  n = images.shape[0]
+  state = dict(x=start, x_prev=start, grad=grad, loss=loss,
+               eta=jnp.full((n,), 2 * eps, images.dtype),
+               x_max=start, grad_max=grad, loss_max=loss,
+               out=start, out_loss=loss, out_success=success,
+               increases=jnp.zeros((n,), jnp.int32), loss_max_at_check=loss,
+               halved_at_check=jnp.zeros((n,), bool))
+  state, trace = jax.lax.scan(iteration, state, jnp.arange(steps))
+  return state['out'], dict(trace, start_loss=loss)
