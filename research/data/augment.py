@@ -170,12 +170,23 @@ def parse(spec: str) -> list[tuple[str, tuple]]:
   return ops
 
 
-def make_preprocess(spec: str, channel_stats=None):
-  """Returns `preprocess(uint8_images, key) -> float32 images` for a pipeline string."""
+def split_normalize(spec: str) -> tuple[str, str]:
+  """('ops before normalize', 'normalize(...)' or ''): the pixel-space part of a pipeline and
+  its final normalisation, e.g. for attacks, which perturb pixels in [0, 1]."""
+  parts = [p.strip() for p in spec.split('|') if p.strip()]
+  if parts and parts[-1].startswith('normalize'):
+    return '|'.join(parts[:-1]), parts[-1]
+  parse(spec)  # names a misplaced normalize
+  return '|'.join(parts), ''
+
+
+def make_preprocess(spec: str, channel_stats=None, from_uint8: bool = True):
+  """Returns `preprocess(images, key) -> float32 images` for a pipeline string: uint8 images
+  converted to [0, 1] first, or (`from_uint8=False`) float pixels in [0, 1] as they are."""
   ops = parse(spec)
 
   def preprocess(images, key):
-    images = images.astype(jnp.float32) / 255.0
+    images = images.astype(jnp.float32) / 255.0 if from_uint8 else images.astype(jnp.float32)
     for i, (name, args) in enumerate(ops):
       extra = {'channel_stats': channel_stats} if name == 'normalize' else {}
       try:

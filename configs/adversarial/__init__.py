@@ -1,0 +1,1 @@
+"""Configs for experiments/adversarial.py."""
