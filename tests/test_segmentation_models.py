@@ -10,6 +10,7 @@ from research.models import build_model, count_params
 from research.models.alexnet_vgg import VGG_LAYERS
 from research.models.fcn import Upsample2x, bilinear_kernel
 from research.models.unet import UpConv2x2
+from tests.segmentation_helpers import random_variables
 
 
 def unet_parameters(in_channels, classes, base, depth, batch_norm, upsampling):
@@ -52,7 +53,7 @@ def test_unet_paper_widths_count():
 @pytest.mark.parametrize('shape', [(2, 32, 48, 1)])
 def test_unet_output_has_the_input_size(shape):
   model = build_model({'name': 'unet', 'depth': 4, 'base_width': 4}, 3)
-  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros(shape))
+  variables = random_variables(model, shape)
   logits, features = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(
       variables, jnp.ones(shape))
   assert logits.shape == (*shape[:3], 3) and logits.dtype == jnp.float32
@@ -64,7 +65,7 @@ def test_unet_refuses_sizes_not_divisible_by_two_to_the_depth():
   model = build_model({'name': 'unet', 'depth': 3, 'base_width': 4}, 2)
   with pytest.raises(InputShapeError, match=r'depth 3 needs height and width divisible by '
                      r'2\^3 = 8; got 100x64: crop or pad to 96 or 104 x 64'):
-    model.init(jax.random.key(0), jnp.zeros((1, 100, 64, 1)))
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 100, 64, 1)))
   with pytest.raises(ConfigError, match="upsampling 'nearest'"):
     build_model({'name': 'unet', 'upsampling': 'nearest'}, 2).init(
         jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
@@ -145,7 +146,7 @@ def test_fcn_resnet_parameter_counts_match_the_formula():
     {'name': 'fcn8s', 'backbone': 'resnet18', 'output_stride': 8}])
 def test_fcn_output_has_the_input_size_odd_sizes_included(config):
   model = build_model(config, 3)
-  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  variables = random_variables(model, (1, 64, 64, 3))
   for shape in ((1, 67, 45, 3),):
     logits = jax.jit(model.apply)(variables, jnp.ones(shape))
     assert logits.shape == (*shape[:3], 3) and bool(jnp.all(jnp.isfinite(logits)))
@@ -172,12 +173,13 @@ def test_dilated_resnet_keeps_resolution_and_refuses_other_strides():
 def test_dilated_resnet_samples_the_strided_one(name):
   # In eval mode a dilated stage, sampled every 2 (every 4) pixels, is the strided network:
   # the strided conv keeps the previous dilation, every later 3x3 conv doubles it.
-  x = jax.random.normal(jax.random.key(1), (1, 48, 48, 3))
+  x = jax.random.normal(jax.random.key(1), (1, 64, 64, 3))
   strided = build_model({'name': name, 'include_top': False}, 1)
-  variables = jax.jit(strided.init)(jax.random.key(0), x)
+  variables = random_variables(strided, x.shape)
   reference = jax.jit(strided.apply)(variables, x)
   for stride, step in ((8, 4),):  # stages 3 and 4 dilated
     dilated = build_model({'name': name, 'include_top': False, 'output_stride': stride}, 1)
     out = jax.jit(dilated.apply)(variables, x)
     assert out.shape[1] == reference.shape[1] * step
-    np.testing.assert_allclose(out[:, ::step, ::step], reference, rtol=1e-4, atol=1e-4)
+    scale = float(jnp.max(jnp.abs(reference)))  # activations grow to ~1e3 through 16 blocks
+    np.testing.assert_allclose(out[:, ::step, ::step], reference, rtol=1e-4, atol=1e-5 * scale)
