@@ -20,7 +20,7 @@ from research.errors import ConfigError
 FREE_FORM = ('model', 'data.eval_splits')
 
 # The experiment modules a config can name in `experiment` (experiments/<name>.py).
-EXPERIMENTS = ('classification', 'transfer')
+EXPERIMENTS = ('classification', 'transfer', 'segmentation')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -135,9 +135,10 @@ def best_metric(config) -> tuple[str, str]:
   return (metric, mode) if metric else ('', '')
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for the first unknown key or impossible value."""
-  message = unknown_key_message(config, base_config())
+def validate(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict | None = None) -> None:
+  """Raises ConfigError for the first unknown key or impossible value. `schema` (default
+  `base_config()`) is the experiment's own schema when it adds sections (e.g. segmentation's)."""
+  message = unknown_key_message(config, base_config() if schema is None else schema)
   if message:
     raise ConfigError(message)
   if config.experiment not in EXPERIMENTS:

@@ -198,12 +198,3 @@ def test_region_scores_by_hand():
   assert s['adapted_rand_error'] == pytest.approx(1 - 2 * 4 / (10 + 4))  # pairs: 10 true, 3 + 1 predicted
   raw = metrics.region_scores(cut, one_cell, expand_prediction=False)
   assert raw['vi_split'] == pytest.approx(h(0.4, 0.2, 0.4))
-
-
-def test_label_and_size_checks_name_the_value_and_the_fix():
-  with pytest.raises(ConfigError, match=r'contain label 3 .* outside classes 0..1 and the ignore '
-                     r'label 255; set the number of classes'):
-    metrics.check_labels(np.array([0, 1, 3, 255]), 2, 255)
-  metrics.check_labels(np.array([0, 1, 255]), 2, 255)  # fine
-  with pytest.raises(ConfigError, match=r'masks of size 4x4 for images of 8x8'):
-    metrics.check_sizes(np.zeros((1, 8, 8, 1)), np.zeros((1, 4, 4)))

@@ -10,7 +10,7 @@ A config names ops as a pipeline string, like research/data/augment.py:
 `make_paired_augment(spec, channel_stats, ignore_label)(images, masks, key, weights=None)`
 takes uint8 images (N, H, W, C), integer masks (N, H, W) or (N, H, W, 1) and float weights
 (N, H, W) or None; it returns float32 images (pixels in [0, 1], or normalised if the pipeline
-ends with `normalize`), int32 masks (N, h, w) and float32 weights (N, h, w) (ones when none
+ends with `normalize`), int32 masks (N, h, w) and float32 weights (N, h, w) (None when none
 were given). Interpolation: order 1 (bilinear) for the image and the weights, order 0 (nearest
 neighbour) for the mask, so that masks keep their class values; `image_order=0` makes the
 image nearest-neighbour too (for checks). Pixels a warp takes from outside the image follow
@@ -58,6 +58,11 @@ class _Context:
     self.ignore_label, self.image_order, self.channel_stats = ignore_label, image_order, channel_stats
 
 
+def _maybe(fn, weight):
+  """fn(weight), or None when there are no weights."""
+  return None if weight is None else fn(weight)
+
+
 def _check_mode(mode):
   if mode not in MODES:
     raise ConfigError(f'interpolation mode {mode!r}; known: {", ".join(MODES)}')
@@ -71,7 +76,7 @@ def _resample(image, mask, weight, coordinates, mode, ctx):
   image = jnp.stack([sample(image[..., c], ctx.image_order, 0.0)
                      for c in range(image.shape[-1])], axis=-1)
   mask = sample(mask.astype(jnp.float32), 0, float(ctx.ignore_label))
-  return image, jnp.round(mask).astype(jnp.int32), sample(weight, 1, 0.0)
+  return image, jnp.round(mask).astype(jnp.int32), _maybe(lambda w: sample(w, 1, 0.0), weight)
 
 
 def random_crop(image, mask, weight, key, height, width=None, *, ctx):
@@ -84,12 +89,12 @@ def random_crop(image, mask, weight, key, height, width=None, *, ctx):
   left = jax.random.randint(jax.random.fold_in(key, 1), (), 0, image.shape[1] - w + 1)
   crop = lambda x: jax.lax.dynamic_slice(x, (top, left, *([0] * (x.ndim - 2))),
                                          (h, w, *x.shape[2:]))
-  return crop(image), crop(mask), crop(weight)
+  return crop(image), crop(mask), _maybe(crop, weight)
 
 
 def _flip(image, mask, weight, key, axis):
   flip = jax.random.bernoulli(key)
-  return tuple(jnp.where(flip, jnp.flip(x, axis), x) for x in (image, mask, weight))
+  return tuple(_maybe(lambda x: jnp.where(flip, jnp.flip(x, axis), x), y) for y in (image, mask, weight))
 
 
 def flip_lr(image, mask, weight, key, *, ctx):
@@ -109,7 +114,7 @@ def rot90(image, mask, weight, key, *, ctx):
                       'put a square random_crop before it')
   k = jax.random.randint(key, (), 0, 4)
   turn = lambda x: jax.lax.switch(k, [lambda y, i=i: jnp.rot90(y, i, axes=(0, 1)) for i in range(4)], x)
-  return turn(image), turn(mask), turn(weight)
+  return turn(image), turn(mask), _maybe(turn, weight)
 
 
 def rotate(image, mask, weight, key, max_degrees, mode='mirror', *, ctx):
@@ -119,7 +124,8 @@ def rotate(image, mask, weight, key, max_degrees, mode='mirror', *, ctx):
   turn = lambda x, order, cval: pix.rotate(x, angle, order=order, mode=mode, cval=cval)
   image = turn(image, ctx.image_order, 0.0)
   mask = turn(mask[..., None].astype(jnp.float32), 0, float(ctx.ignore_label))[..., 0]
-  return image, jnp.round(mask).astype(jnp.int32), turn(weight[..., None], 1, 0.0)[..., 0]
+  return (image, jnp.round(mask).astype(jnp.int32),
+          _maybe(lambda w: turn(w[..., None], 1, 0.0)[..., 0], weight))
 
 
 def elastic_displacements(key, shape, grid: int, sigma: float):
@@ -142,7 +148,8 @@ def elastic_simard(image, mask, weight, key, alpha=34.0, sigma=4.0, *, ctx):
   warp = lambda x, order: pix.elastic_deformation(key, x, alpha, sigma, order=order, mode='nearest')
   image = warp(image, ctx.image_order)
   mask = warp(mask[..., None].astype(jnp.float32), 0)[..., 0]
-  return image, jnp.round(mask).astype(jnp.int32), warp(weight[..., None], 1)[..., 0]
+  return (image, jnp.round(mask).astype(jnp.int32),
+          _maybe(lambda w: warp(w[..., None], 1)[..., 0], weight))
 
 
 def brightness(image, mask, weight, key, delta, *, ctx):
@@ -219,7 +226,7 @@ def make_paired_augment(spec: str, channel_stats=None, ignore_label: int = 255,
     if images.shape[:3] != masks.shape:
       raise ConfigError(f'masks {tuple(masks.shape[1:])} do not have the images\' size '
                         f'{tuple(images.shape[1:3])}; give one mask per image, of its height and width')
-    weights = jnp.ones(masks.shape, jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+    weights = None if weights is None else jnp.asarray(weights, jnp.float32)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(images.shape[0]))
     return jax.vmap(one)(images.astype(jnp.float32) / 255.0, masks.astype(jnp.int32), weights, keys)
 

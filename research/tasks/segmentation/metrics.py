@@ -28,30 +28,6 @@ bits; split = H(prediction | truth), merge = H(truth | prediction)). Lower is be
 import jax.numpy as jnp
 import numpy as np
 
-from research.errors import ConfigError
-
-
-def check_labels(masks, num_classes: int, ignore_label: int, what: str = 'the masks') -> None:
-  """Raises ConfigError (one line) for a label outside 0..num_classes-1 that is not the ignore
-  label. Host-side (NumPy), on data as it is loaded."""
-  values = np.unique(np.asarray(masks))
-  bad = [int(v) for v in values if not (0 <= v < num_classes or v == ignore_label)]
-  if bad:
-    raise ConfigError(
-        f'{what} contain label {bad[0]} (values {[int(v) for v in values[:10]]}), outside classes '
-        f'0..{num_classes - 1} and the ignore label {ignore_label}; set the number of classes '
-        f'(segmentation.num_classes), the ignore label (segmentation.ignore_label) or the label '
-        f'offset (segmentation.label_offset) to match the data')
-
-
-def check_sizes(images, masks, what: str = 'the split') -> None:
-  """Raises ConfigError unless every mask has its image's height and width."""
-  images, masks = np.asarray(images), np.asarray(masks)
-  if images.shape[:3] != masks.shape[:3]:
-    raise ConfigError(f'{what}: masks of size {masks.shape[1]}x{masks.shape[2]} for images of '
-                      f'{images.shape[1]}x{images.shape[2]} (shapes {images.shape}, {masks.shape}); '
-                      'each mask must have its image\'s height and width')
-
 
 def confusion_matrix(predictions, labels, num_classes: int, ignore_label: int = 255,
                      example_mask=None):
