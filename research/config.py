@@ -135,7 +135,8 @@ def best_metric(config) -> tuple[str, str]:
   return (metric, mode) if metric else ('', '')
 
 
-def validate(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict | None = None) -> None:
+def validate(config: ml_collections.ConfigDict,
+             schema: ml_collections.ConfigDict | None = None) -> None:
   """Raises ConfigError for the first unknown key or impossible value. `schema` (default
   `base_config()`) is the experiment's own schema when it adds sections (e.g. segmentation's)."""
   message = unknown_key_message(config, base_config() if schema is None else schema)

@@ -119,7 +119,8 @@ def test_configuration_errors_are_one_line():
     make_paired_augment('random_crop(40)')(images, masks, KEY)
   with pytest.raises(ConfigError, match='rot90 needs square images; these are 24x32'):
     make_paired_augment('random_crop(24, 32)|rot90')(images, masks, KEY)
-  with pytest.raises(ConfigError, match=r"unknown segmentation augmentation op 'shear\(3\)'; known: random_crop"):
+  with pytest.raises(ConfigError,
+                     match=r"unknown segmentation augmentation op 'shear\(3\)'; known: random_crop"):
     make_paired_augment('shear(3)')
   with pytest.raises(ConfigError, match='put normalize last'):
     make_paired_augment('normalize((0.5,), (0.5,))|flip_lr')

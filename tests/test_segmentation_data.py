@@ -117,9 +117,11 @@ def test_mask_size_and_label_checks(tmp_path):
       'oxford_iiit_pet', 'train', str(tmp_path), mask_key='segmentation_mask', **kw)
   with tfds.testing.mock_data(as_data_source_fn=fake_source(good)):
     split = read(num_classes=3, label_offset=-1)
-    np.testing.assert_array_equal(split.masks, np.stack([g['segmentation_mask'][..., 0] for g in good]) - 1)
-    with pytest.raises(ConfigError, match=r'the masks of oxford_iiit_pet train contain label 2 \(values \[1, 2, 3\]\), outside classes '
-                       r'0..1 and the ignore label 255; set the number of classes'):
+    stored = np.stack([g['segmentation_mask'][..., 0] for g in good])
+    np.testing.assert_array_equal(split.masks, stored - 1)
+    with pytest.raises(ConfigError, match=r'the masks of oxford_iiit_pet train contain label 2 '
+                       r'\(values \[1, 2, 3\]\), outside classes 0..1 and the ignore label 255; '
+                       r'set the number of classes'):
       read(num_classes=2)
     resized = read(num_classes=3, label_offset=-1, image_size=16)
     assert resized.images.shape == (3, 16, 16, 3) and set(np.unique(resized.masks)) <= {0, 1, 2}

@@ -41,7 +41,8 @@ def test_cross_entropy_with_ignore_label_and_class_weights():
   # unweighted: the plain mean over valid pixels
   plain = np.asarray(losses.cross_entropy(jnp.asarray(LOGITS), jnp.asarray(LABELS)))
   valid = LABELS[0] != 255
-  expected = -np.take_along_axis(lp[0], np.where(valid, LABELS[0], 0)[..., None], -1)[..., 0][valid].mean()
+  log_p = np.take_along_axis(lp[0], np.where(valid, LABELS[0], 0)[..., None], -1)[..., 0]
+  expected = -log_p[valid].mean()
   assert plain[0] == pytest.approx(expected, rel=1e-5)
 
 
@@ -132,7 +133,8 @@ def test_confusion_matrix_counts_by_hand():
   labels = np.array([[[0, 0, 1], [1, 2, 255]], [[2, 2, 2], [0, 1, 1]]])
   predicted = np.array([[[0, 1, 1], [1, 0, 0]], [[2, 2, 0], [0, 1, 0]]])
   c = np.asarray(metrics.confusion_matrix(jnp.asarray(predicted), jnp.asarray(labels), 3))
-  # example 0: (0,0) (0,1) (1,1) (1,1) (2,0), the 255 ignored; example 1: (2,2) (2,2) (2,0) (0,0) (1,1) (1,0)
+  # (true, predicted) pairs; example 0: (0,0) (0,1) (1,1) (1,1) (2,0), the 255 ignored;
+  # example 1: (2,2) (2,2) (2,0) (0,0) (1,1) (1,0)
   np.testing.assert_array_equal(c, [[2, 1, 0], [1, 3, 0], [2, 0, 2]])
   only_first = metrics.confusion_matrix(jnp.asarray(predicted), jnp.asarray(labels), 3,
                                         example_mask=jnp.asarray([1.0, 0.0]))
@@ -195,6 +197,7 @@ def test_region_scores_by_hand():
   h = lambda *p: -sum(x * np.log2(x) for x in p)
   s = metrics.region_scores(cut, one_cell)
   assert s['vi_split'] == pytest.approx(h(0.6, 0.4)) and s['vi_merge'] == pytest.approx(0.0)
-  assert s['adapted_rand_error'] == pytest.approx(1 - 2 * 4 / (10 + 4))  # pairs: 10 true, 3 + 1 predicted
+  # pairs in one segment: 10 in the truth, 3 + 1 in the prediction, 4 in both
+  assert s['adapted_rand_error'] == pytest.approx(1 - 2 * 4 / (10 + 4))
   raw = metrics.region_scores(cut, one_cell, expand_prediction=False)
   assert raw['vi_split'] == pytest.approx(h(0.4, 0.2, 0.4))

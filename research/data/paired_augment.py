@@ -94,7 +94,8 @@ def random_crop(image, mask, weight, key, height, width=None, *, ctx):
 
 def _flip(image, mask, weight, key, axis):
   flip = jax.random.bernoulli(key)
-  return tuple(_maybe(lambda x: jnp.where(flip, jnp.flip(x, axis), x), y) for y in (image, mask, weight))
+  flipped = lambda x: jnp.where(flip, jnp.flip(x, axis), x)
+  return flipped(image), flipped(mask), _maybe(flipped, weight)
 
 
 def flip_lr(image, mask, weight, key, *, ctx):

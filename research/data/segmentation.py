@@ -85,13 +85,15 @@ def load_split(name: str, split: str, data_dir: str = '', *, image_key: str = 'i
     if label_offset:
       mask = np.where(mask == ignore_label, ignore_label, mask.astype(np.int64) + label_offset)
     if image_size:
-      image, mask = _resize(image, image_size, False), _resize(mask.astype(np.uint8), image_size, True)
+      image = _resize(image, image_size, nearest=False)
+      mask = _resize(mask.astype(np.uint8), image_size, nearest=True)
     images.append(image)
     masks.append(mask)
   shapes = {m.shape for m in masks}
   if len(shapes) > 1:
-    raise ConfigError(f'{name} {split}: examples of different sizes ({", ".join(map(str, sorted(shapes)[:3]))}'
-                      '...); set segmentation.image_size to resize them to one size')
+    some = ', '.join(map(str, sorted(shapes)[:3]))
+    raise ConfigError(f'{name} {split}: examples of different sizes ({some}...); set '
+                      'segmentation.image_size to resize them to one size')
   masks = np.stack(masks)
   check_labels(masks, num_classes, ignore_label, f'the masks of {name} {split}')
   ids = (np.asarray([int(r[id_key]) for r in records]) if id_key else indices).astype(np.int64)

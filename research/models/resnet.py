@@ -47,7 +47,8 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     d1, d = self.first_dilation or self.dilation, self.dilation
-    y = _norm(train, self.dtype, 'bn1', relu=True)(_conv(self.features, 3, self.strides, self.dtype, 'conv1', d1)(x))
+    conv1 = _conv(self.features, 3, self.strides, self.dtype, 'conv1', d1)
+    y = _norm(train, self.dtype, 'bn1', relu=True)(conv1(x))
     y = _norm(train, self.dtype, 'bn2')(_conv(self.features, 3, 1, self.dtype, 'conv2', d)(y))
     return materialize(relu(y + _shortcut(x, self.features, self.strides, train, self.dtype)))
 
@@ -63,7 +64,9 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     y = _norm(train, self.dtype, 'bn1', relu=True)(_conv(self.features, 1, 1, self.dtype, 'conv1')(x))
-    y = _norm(train, self.dtype, 'bn2', relu=True)(_conv(self.features, 3, self.strides, self.dtype, 'conv2', self.first_dilation or self.dilation)(y))
+    conv2 = _conv(self.features, 3, self.strides, self.dtype, 'conv2',
+                  self.first_dilation or self.dilation)
+    y = _norm(train, self.dtype, 'bn2', relu=True)(conv2(y))
     y = _norm(train, self.dtype, 'bn3')(_conv(self.features * 4, 1, 1, self.dtype, 'conv3')(y))
     return materialize(relu(y + _shortcut(x, self.features * 4, self.strides, train, self.dtype)))
 

@@ -48,7 +48,8 @@ def check_tiling(tile: tuple[int, int], overlap: int, margin: int, size_multiple
   h, w = tile
   for s in tile:
     if s < 1 or s % size_multiple:
-      near = f'{max(s // size_multiple, 1) * size_multiple} or {(s // size_multiple + 1) * size_multiple}'
+      lower = max(s // size_multiple, 1) * size_multiple
+      near = f'{lower} or {(s // size_multiple + 1) * size_multiple}'
       raise ConfigError(f'tile size {h}x{w}: {s} is not a multiple of {size_multiple}, which the '
                         f'model needs (U-Net: 2^depth); use {near}')
   if not 0 <= overlap < min(tile):
