@@ -41,8 +41,8 @@ def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
   config = load('isbi_unet', **TINY, **{
       'data.data_dir': data_dir, 'data.train_split': 'train[:4]', 'train.num_steps': 24,
       'data.train_ops': 'random_crop(64)|flip_lr|rot90|elastic(3, 10)|brightness(0.1)|normalize',
-      'train.loss': 'weighted_ce+dice', 'segmentation.tta': False,
-      'segmentation.tile_size': 256, 'segmentation.tile_overlap': 32, 'segmentation.overlays': 2})
+      'train.loss': 'weighted_ce+dice', 'segmentation.tta': False, 'train.eval_batch_size': 2,
+      'segmentation.overlays': 2})
   segmentation_config.validate(config)
   summary = segmentation.run(config, str(tmp_path))
   assert summary['last_step'] == 24 and summary['num_params'] > 0
@@ -55,7 +55,11 @@ def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
   assert 0.75 < summary['baseline/val/pixel_accuracy'] < 0.85
   assert summary['baseline/val/vi_split'] == pytest.approx(0.0, abs=1e-9)
   assert summary['baseline/val/vi_merge'] > 3
-  assert summary['report/inference'].startswith('256x256 tiles, overlap 32')
+  # whole images without TTA: the report's NumPy metrics equal the loop's summed confusion
+  # matrix over padded batches (5 slices in batches of 2)
+  for metric in ('pixel_accuracy', 'iou_membrane', 'dice_membrane', 'mean_iou', 'mean_dice'):
+    assert summary[f'report/val/{metric}'] == pytest.approx(summary[f'val/{metric}'], abs=1e-6)
+  assert summary['report/inference'] == 'whole images'
   assert sorted(os.listdir(tmp_path / 'report')) == ['val_25.png', 'val_26.png']
   predictions = sorted(os.listdir(tmp_path / 'predictions' / 'test'))
   assert predictions == sorted(f'{i}.png' for i in range(30)) and summary['predictions/test'] == 30

@@ -4,7 +4,7 @@
     python -m experiments.segmentation --config=configs/segmentation/isbi_fcn8s.py \
         --workdir=runs/isbi_fcn8s
 
-Backbone: ResNet-18 (its stride-8 and stride-16 stages feed the skips; 11.3M parameters with
+Backbone: ResNet-18 (its stride-8 and stride-16 stages feed the skips; 11.8M parameters with
 the FCNHead), trained from scratch on 1-channel EM slices, so that it fits 2 CPU cores. The
 paper's network is `--config.model.backbone=vgg16` (134M parameters, far too slow for a CPU);
 `--config.model.output_stride=8` gives a dilated ResNet whose skips need no upsampling.
