@@ -31,6 +31,9 @@ demo: data
 	$(PY) -m experiments.classification --config=$(DEMO_CONFIG) --workdir=$(DEMO_WORKDIR)
 	@echo "summary: $(DEMO_WORKDIR)/summary.json"; cat $(DEMO_WORKDIR)/summary.json
 
+# The segmentation tests read real ISBI 2012 as well.
+test test-all: DATASETS = mnist isbi2012_em
+
 test: data
 	$(PY) -m pytest -m "not slow"
 

@@ -1,5 +1,6 @@
 """Models, looked up by name from configs: `build_model({'name': 'resnet20', ...}, num_classes)`."""
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -7,13 +8,15 @@ import jax.numpy as jnp
 from research.errors import ConfigError
 from research.models import alexnet_vgg, googlenet, mobile, resnet
 from research.models.darknet import DarknetTiny
+from research.models.fcn import FCN
 from research.models.lenet import LeNet5
 from research.models.resnet_cifar import (CifarResNet, ResNet20, ResNet32, ResNet44, ResNet56,
                                           ResNet110)
 from research.models.simple_cnn import SimpleCNN
+from research.models.unet import UNet
 
-__all__ = ['MODELS', 'CifarResNet', 'DarknetTiny', 'LeNet5', 'SimpleCNN', 'build_detector',
-           'build_model', 'count_params', 'model_arguments']
+__all__ = ['FCN', 'MODELS', 'CifarResNet', 'DarknetTiny', 'LeNet5', 'SimpleCNN', 'UNet',
+           'build_detector', 'build_model', 'count_params', 'model_arguments']
 
 MODELS = {
     'lenet5': LeNet5,
@@ -36,6 +39,11 @@ MODELS = {
     'efficientnet_b0': mobile.EfficientNetB0,
     # A small Darknet-style backbone for detection (research/models/darknet.py).
     'darknet_tiny': DarknetTiny,
+    # Semantic segmentation: logits (N, H, W, num_classes) at the input's resolution.
+    'unet': UNet,
+    'fcn32s': functools.partial(FCN, variant='32s'),
+    'fcn16s': functools.partial(FCN, variant='16s'),
+    'fcn8s': functools.partial(FCN, variant='8s'),
 }
 
 

@@ -3,7 +3,9 @@
 
 Layer names follow torchvision's (`features_3` is `features.3`) so that its weights convert
 by name. Both pool their last feature map onto a fixed grid (6x6, 7x7) before the
-classifier, like torchvision, so any input size from the minimum up works.
+classifier, like torchvision, so any input size from the minimum up works. VGG's
+`include_top=False` drops the pooling and classifier: it then returns the last feature map
+(pool5), for dense prediction (research/models/fcn.py).
 """
 import functools
 
@@ -69,6 +71,7 @@ class VGG(nn.Module):
   num_classes: int = 1000
   dropout_rate: float = 0.5
   dtype: jnp.dtype = jnp.float32
+  include_top: bool = True  # False: no pooling and classifier; returns the last feature map
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
@@ -90,6 +93,8 @@ class VGG(nn.Module):
       else:
         x = nn.relu(x)
       index += 3 if self.batch_norm else 2
+    if not self.include_top:
+      return (x, features) if return_features else x
     x = adaptive_avg_pool(x, (7, 7)).reshape((x.shape[0], -1))
     logits = _classifier(x, (4096, 4096), ('classifier_0', 'classifier_3', 'classifier_6'),
                          self.num_classes, self.dropout_rate, train, self.dtype, features,

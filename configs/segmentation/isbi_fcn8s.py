@@ -1,0 +1,22 @@
+"""FCN-8s (Long et al. 2015) on the ISBI 2012 EM data, for comparison with the U-Net
+(configs/segmentation/isbi_unet.py: same data, augmentation, loss and report).
+
+    python -m experiments.segmentation --config=configs/segmentation/isbi_fcn8s.py \
+        --workdir=runs/isbi_fcn8s
+
+Backbone: ResNet-18 (its stride-8 and stride-16 stages feed the skips; 11.8M parameters with
+the FCNHead), trained from scratch on 1-channel EM slices, so that it fits 2 CPU cores. The
+paper's network is `--config.model.backbone=vgg16` (134M parameters, far too slow for a CPU);
+`--config.model.output_stride=8` gives a dilated ResNet whose skips need no upsampling.
+"""
+import ml_collections
+
+from configs.segmentation import isbi_unet
+
+
+def get_config():
+  c = isbi_unet.get_config()
+  c.model = ml_collections.ConfigDict({'name': 'fcn8s', 'backbone': 'resnet18',
+                                      'output_stride': 32, 'dropout_rate': 0.1})
+  c.optimizer.learning_rate = 1e-3
+  return c

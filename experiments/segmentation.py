@@ -1,0 +1,113 @@
+"""Semantic segmentation: train a model on a tfds dataset of images and masks, evaluate it over
+whole images, report (research/tasks/segmentation/).
+
+    python -m experiments.segmentation --config=configs/segmentation/isbi_unet.py \
+        --workdir=runs/isbi_unet [--config.train.num_steps=500 ...]
+"""
+import functools
+
+import jax
+import numpy as np
+
+from research import models
+from research.cli import main_with
+from research.data import augment, sources
+from research.data import segmentation as segmentation_data
+from research.data.in_memory import eval_shard
+from research.data.labelled_images import EvalSet
+from research.data.paired_augment import make_paired_augment
+from research.tasks.segmentation import config as segmentation_config
+from research.tasks.segmentation import losses, report, weight_maps
+from research.tasks.segmentation.task import segmentation as segmentation_task
+from research.training import loop as train_loop
+
+
+def _reader(config):
+  d, s = config.data, config.segmentation
+  return functools.partial(
+      segmentation_data.load_split, d.name, data_dir=d.data_dir, image_key=d.image_key,
+      mask_key=d.label_key, id_key=s.id_key, num_classes=s.num_classes,
+      ignore_label=s.ignore_label, label_offset=s.label_offset, image_size=s.image_size)
+
+
+def run(config, workdir: str) -> dict:
+  d, s = config.data, config.segmentation
+  read = _reader(config)
+
+  # The data: every split decoded and checked once; the training split whole in memory.
+  train = read(d.train_split)
+  class_weights = segmentation_config.class_weights(s.class_weights, s.num_classes)
+  if class_weights == 'balanced':
+    class_weights = tuple(weight_maps.balanced_class_weights(train.masks, s.num_classes,
+                                                             s.ignore_label))
+  pixel_weights = None
+  if any(name == 'weighted_ce' for _, name in losses.parse_loss(config.train.loss)):
+    # The U-Net weight map, once per training mask (host, scipy), warped with the crops.
+    pixel_weights = np.stack([weight_maps.border_weight_map(
+        m, w0=s.border_w0, sigma=s.border_sigma, class_weights=class_weights,
+        cell_class=s.cell_class, ignore_label=s.ignore_label) for m in train.masks])
+  train_loader = segmentation_data.SegmentationLoader(train, config.train.batch_size, config.seed,
+                                                      pixel_weights)
+  whole_eval = {name: read(split) for name, split in d.eval_splits.items()}
+  eval_sets = {}
+  for name, split in whole_eval.items():
+    shard = eval_shard(len(split))
+    eval_sets[name] = EvalSet(sources.ArraySplit(split.images[shard.start:shard.stop],
+                                                 split.masks[shard.start:shard.stop],
+                                                 s.num_classes), len(split))
+
+  # Augmentation and normalisation run on device, inside the jitted steps.
+  channel_stats = augment.channel_stats(train.images)
+  train_augment = make_paired_augment(d.train_ops, channel_stats, s.ignore_label)
+  eval_augment = make_paired_augment(d.eval_ops, channel_stats, s.ignore_label)
+
+  # The model is initialised at the training crop's shape.
+  model = models.build_model(config.model, s.num_classes)
+  input_shape = jax.eval_shape(train_augment, train.images[:1], train.masks[:1],
+                               jax.random.PRNGKey(0))[0].shape[1:]
+
+  # The end-of-run report: whole images (tiled, TTA), region scores, PNGs.
+  final_report = None
+  if s.report_split or s.predict_split:
+    preprocess = lambda images: eval_augment(
+        images, np.zeros(images.shape[:3], np.uint8), jax.random.PRNGKey(0))[0]
+    final_report = report.make_final_report(
+        model, jax.jit(preprocess), report_name=s.report_split,
+        report_split=whole_eval.get(s.report_split), predict_name=s.predict_split,
+        predict_split=read(s.predict_split) if s.predict_split else None,
+        num_classes=s.num_classes, class_names=tuple(s.class_names), ignore_label=s.ignore_label,
+        majority=report.majority_class(train.masks, s.num_classes, s.ignore_label),
+        region_scores=s.region_scores, cell_class=s.cell_class, tile_size=s.tile_size,
+        tile_overlap=s.tile_overlap, tile_weighting=s.tile_weighting, tta=s.tta,
+        overlays=s.overlays)
+
+  task = segmentation_task(model, train_augment, eval_augment, num_classes=s.num_classes,
+                           class_names=tuple(s.class_names), loss=config.train.loss,
+                           ignore_label=s.ignore_label, class_weights=class_weights,
+                           focal_gamma=s.focal_gamma, dice_smooth=s.dice_smooth,
+                           final_report=final_report)
+  return train_loop.run(config, workdir, model=model, task=task, train_loader=train_loader,
+                        eval_sets=eval_sets, input_shape=input_shape)
+
+
+def check(config) -> str:
+  """What `run` would train (for --dry_run): split sizes, the model and its input shape."""
+  d, s = config.data, config.segmentation
+  sizes = {name: sources.split_size(d.name, split, d.data_dir)
+           for name, split in {'train': d.train_split, **d.eval_splits}.items()}
+  train = _reader(config)(d.train_split, indices=[0])
+  stats = ((0.5,) * train.images.shape[-1],) * 2
+  augment_fn = make_paired_augment(d.train_ops, stats, s.ignore_label)
+  shape = jax.eval_shape(augment_fn, train.images, train.masks, jax.random.PRNGKey(0))[0].shape[1:]
+  model = models.build_model(config.model, s.num_classes)
+  params = models.count_params(model, (1, *shape))
+  steps = (config.train.num_steps if config.train.num_steps > 0 else
+           round(config.train.num_epochs * (sizes['train'] // config.train.batch_size)))
+  splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())
+  return (f'{config.model.name} ({params:,} parameters, training input {tuple(shape)}, '
+          f'{s.num_classes} classes) on {d.name} ({splits} examples), {steps:,} steps at batch '
+          f'{config.train.batch_size}')
+
+
+if __name__ == '__main__':
+  main_with(run, validate=segmentation_config.validate, check=check)

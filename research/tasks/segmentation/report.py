@@ -1,0 +1,120 @@
+"""The end-of-run report of a segmentation experiment (the Task's `final_report`), on the
+reported checkpoint:
+
+- `report/<split>/...`: the report split's whole images predicted as configured (tiled when a
+  tile size is set, with test-time augmentation if asked: research/tasks/segmentation/
+  tiling.py): pixel_accuracy, iou_<class>, dice_<class>, mean_iou, mean_dice from one summed
+  confusion matrix, and with region scores the ISBI 2012 adapted Rand error and variation of
+  information (metrics.region_scores), averaged over the images.
+- `baseline/<split>/...`: the same numbers for predicting the training set's majority class
+  everywhere (what a model that learned nothing scores).
+- PNGs in `<workdir>/report/`: `<split>_<id>.png`, one row per example of the report split:
+  image | ground truth | prediction | errors (red: wrong, black: right, grey: ignored);
+  class colours: class 0 black, the last class white, others grey levels between.
+- `<workdir>/predictions/<split>/<id>.png`: the predicted masks of the prediction split (e.g.
+  ISBI's 30 unlabelled test slices), grey levels class * 255 / (K - 1) (for 2 classes 0 and
+  255, the ISBI label convention: 0 = membrane, 255 = cell).
+Only process 0 writes files; every process computes the numbers.
+"""
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from research.tasks.segmentation import metrics, tiling
+from research.training.task import variables as _variables
+
+
+def _png(array: np.ndarray) -> bytes:
+  from PIL import Image
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def class_grey(mask: np.ndarray, num_classes: int, ignore_label: int) -> np.ndarray:
+  """uint8 grey levels class * 255 / (K - 1); ignored pixels 128."""
+  grey = (np.asarray(mask, np.float64) * 255.0 / (num_classes - 1)).round()
+  return np.where(mask == ignore_label, 128, np.clip(grey, 0, 255)).astype(np.uint8)
+
+
+def overlay_row(image, truth, predicted, num_classes: int, ignore_label: int) -> np.ndarray:
+  """uint8 RGB (H, 4 W + 3 gaps, 3): image | ground truth | prediction | error map."""
+  image = np.asarray(image)
+  grey = image[..., 0] if image.shape[-1] == 1 else None
+  rgb = np.repeat(grey[..., None], 3, -1) if grey is not None else image[..., :3]
+  to_rgb = lambda m: np.repeat(class_grey(m, num_classes, ignore_label)[..., None], 3, -1)
+  errors = np.zeros(rgb.shape, np.uint8)
+  errors[(predicted != truth) & (truth != ignore_label)] = (255, 0, 0)
+  errors[truth == ignore_label] = (128, 128, 128)
+  gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
+  return np.concatenate([rgb.astype(np.uint8), gap, to_rgb(truth), gap, to_rgb(predicted), gap,
+                         errors], axis=1)
+
+
+def majority_class(masks, num_classes: int, ignore_label: int) -> int:
+  masks = np.asarray(masks)
+  return int(np.argmax(np.bincount(masks[masks != ignore_label].ravel(), minlength=num_classes)))
+
+
+def make_final_report(model, preprocess, *, report_name: str = '', report_split=None,
+                      predict_name: str = '', predict_split=None, num_classes: int, class_names,
+                      ignore_label: int = 255, majority: int = 0, region_scores: bool = False,
+                      cell_class: int = 1, tile_size: int = 0, tile_overlap: int = 0,
+                      tile_weighting: str = 'gaussian', tta: bool = False, overlays: int = 0):
+  """`final_report(state, workdir) -> {name: value}` (see the module doc). `report_split` and
+  `predict_split` are research/data/segmentation.SegmentationSplit (whole splits);
+  `preprocess(uint8 images) -> float images` is the evaluation pipeline."""
+  size_multiple = getattr(model, 'size_multiple', 1)
+
+  def predict_all(state, split):
+    apply = jax.jit(lambda x: model.apply(_variables(state.params, state.batch_stats), x,
+                                          train=False))
+    logits = []
+    for image in split.images:
+      x = np.asarray(preprocess(image[None]))
+      tile = tile_size or x.shape[1:3]
+      overlap = tile_overlap if tile_size else 0
+      logits.append(tiling.tiled_predict(apply, x, tile, overlap, weighting=tile_weighting,
+                                         tta=tta, size_multiple=size_multiple)[0])
+    return np.stack(logits).argmax(-1)
+
+  def scores(predicted, truth) -> dict:
+    confusion = metrics.confusion_matrix(jnp.asarray(predicted), jnp.asarray(truth),
+                                         num_classes, ignore_label)
+    out = metrics.scores(np.asarray(confusion), class_names)
+    if region_scores:
+      regions = [metrics.region_scores(p, t, cell_class) for p, t in zip(predicted, truth)]
+      out.update({k: float(np.mean([r[k] for r in regions])) for k in regions[0]})
+    return out
+
+  def final_report(state, workdir: str) -> dict:
+    results, writing = {}, jax.process_index() == 0
+    if report_split is not None:
+      predicted = predict_all(state, report_split)
+      truth = report_split.masks
+      results.update({f'report/{report_name}/{k}': v for k, v in scores(predicted, truth).items()})
+      baseline = np.full_like(truth, majority)
+      results.update({f'baseline/{report_name}/{k}': v for k, v in scores(baseline, truth).items()})
+      if writing and overlays:
+        folder = epath.Path(workdir) / 'report'
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(min(overlays, len(truth))):
+          row = overlay_row(report_split.images[i], truth[i], predicted[i], num_classes, ignore_label)
+          (folder / f'{report_name}_{report_split.ids[i]}.png').write_bytes(_png(row))
+    if predict_split is not None:
+      predicted = predict_all(state, predict_split)
+      if writing:
+        folder = epath.Path(workdir) / 'predictions' / predict_name
+        folder.mkdir(parents=True, exist_ok=True)
+        for mask, example_id in zip(predicted, predict_split.ids):
+          (folder / f'{example_id}.png').write_bytes(_png(class_grey(mask, num_classes, ignore_label)))
+      results[f'predictions/{predict_name}'] = len(predicted)
+    tiles = f'{tile_size}x{tile_size} tiles, overlap {tile_overlap}, {tile_weighting}' if tile_size \
+        else 'whole images'
+    results['report/inference'] = tiles + (', 8-fold test-time augmentation' if tta else '')
+    return results
+
+  return final_report

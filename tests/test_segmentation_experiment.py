@@ -1,0 +1,141 @@
+"""The segmentation experiment end to end, shrunk: ISBI U-Net on real slices (a couple of dozen
+steps, the report and its PNGs), the configs' validation, Oxford-IIIT Pet on mock data."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import segmentation
+from research.errors import ConfigError
+from research.tasks.segmentation import config as segmentation_config
+from tests.conftest import prepared
+from tests.helpers import REPO
+from tests.test_segmentation_data import fake_source
+
+
+def load(name: str, **overrides):
+  path = os.path.join(REPO, 'configs', 'segmentation', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for dotted, value in overrides.items():
+    *path, key = dotted.split('.')
+    node = config
+    for part in path:
+      node = node[part]
+    node[key] = value
+  return config
+
+
+TINY = {'model.depth': 2, 'model.base_width': 4, 'train.batch_size': 2, 'train.log_every': 6,
+        'train.eval_every': 12, 'train.checkpoint_every': 12, 'schedule.warmup_steps': 2}
+
+
+@pytest.mark.real_data
+def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
+  data_dir = prepared('isbi2012_em')
+  config = load('isbi_unet', **TINY, **{
+      'data.data_dir': data_dir, 'data.train_split': 'train[:4]', 'train.num_steps': 24,
+      'data.train_ops': 'random_crop(64)|flip_lr|rot90|elastic(3, 10)|brightness(0.1)|normalize',
+      'train.loss': 'weighted_ce+dice', 'segmentation.tta': False, 'train.eval_batch_size': 2,
+      'segmentation.overlays': 2})
+  segmentation_config.validate(config)
+  summary = segmentation.run(config, str(tmp_path))
+  assert summary['last_step'] == 24 and summary['num_params'] > 0
+  for prefix in ('val/', 'report/val/', 'baseline/val/'):
+    for metric in ('pixel_accuracy', 'iou_membrane', 'dice_cell', 'mean_iou'):
+      assert 0.0 <= summary[prefix + metric] <= 1.0, prefix + metric
+  assert summary['report/val/adapted_rand_error'] >= 0 and summary['report/val/vi'] >= 0
+  # the majority class (cell, 78-80% of the pixels) everywhere: membrane IoU 0, one big segment
+  assert summary['baseline/val/iou_membrane'] == 0.0
+  assert 0.75 < summary['baseline/val/pixel_accuracy'] < 0.85
+  assert summary['baseline/val/vi_split'] == pytest.approx(0.0, abs=1e-9)
+  assert summary['baseline/val/vi_merge'] > 3
+  # whole images without TTA: the report's NumPy metrics equal the loop's summed confusion
+  # matrix over padded batches (5 slices in batches of 2)
+  for metric in ('pixel_accuracy', 'iou_membrane', 'dice_membrane', 'mean_iou', 'mean_dice'):
+    assert summary[f'report/val/{metric}'] == pytest.approx(summary[f'val/{metric}'], abs=1e-6)
+  assert summary['report/inference'] == 'whole images'
+  assert sorted(os.listdir(tmp_path / 'report')) == ['val_25.png', 'val_26.png']
+  predictions = sorted(os.listdir(tmp_path / 'predictions' / 'test'))
+  assert predictions == sorted(f'{i}.png' for i in range(30)) and summary['predictions/test'] == 30
+  from PIL import Image
+  mask = np.asarray(Image.open(tmp_path / 'predictions' / 'test' / '0.png'))
+  assert mask.shape == (512, 512) and set(np.unique(mask)) <= {0, 255}
+  overlay = np.asarray(Image.open(tmp_path / 'report' / 'val_25.png'))
+  assert overlay.shape == (512, 4 * 512 + 12, 3)
+  records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  assert any('val/dice_membrane' in r for r in records)
+  assert any('train/pixel_accuracy' in r for r in records)
+
+
+def test_configs_validate_and_bad_values_are_one_line():
+  for name in ('isbi_unet', 'isbi_fcn8s', 'oxford_pet_unet'):
+    segmentation_config.validate(load(name))
+  cases = {
+      'segmentation.class_names': (('a',), 'has 1 names for 2 classes'),
+      'segmentation.ignore_label': (1, 'ignore_label=1 is one of the classes'),
+      'train.loss': ('ce+lovasz', "unknown segmentation loss term 'lovasz'"),
+      'segmentation.class_weights': ('1,2,3', "give '', 'balanced' or 2 non-negative numbers"),
+      'segmentation.report_split': ('test', "report_split='test' is not an eval split"),
+      'data.classes': ((1,), 'name a validation split in data.eval_splits'),
+  }
+  for key, (value, message) in cases.items():
+    with pytest.raises(ConfigError, match=message):
+      segmentation_config.validate(load('isbi_unet', **{key: value}))
+  with pytest.raises(ConfigError, match="unknown config key 'segmentation.tile_sizes'"):
+    config = load('isbi_unet')
+    config.segmentation.tile_sizes = 3
+    segmentation_config.validate(config)
+
+
+def pet_examples(n, seed=0):
+  rng = np.random.default_rng(seed)
+  examples = []
+  for _ in range(n):
+    h, w = rng.integers(30, 50, size=2)
+    examples.append({'image': rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                     'segmentation_mask': rng.integers(1, 4, (h, w, 1), dtype=np.uint8),
+                     'label': 0, 'species': 0, 'file_name': 'x.jpg'})
+  return examples
+
+
+def test_oxford_pet_config_opens_mock_data(tmp_path):
+  config = load('oxford_pet_unet', **{'data.data_dir': str(tmp_path)})
+  with tfds.testing.mock_data(as_data_source_fn=fake_source(pet_examples(40))):
+    description = segmentation.check(config)
+  assert description.startswith('unet (') and 'training input (112, 112, 3), 3 classes' in description
+  assert 'train 40, test 40 examples' in description
+
+
+@pytest.mark.slow  # ~20 s of compilation for 4 steps (~75 s on a loaded 2-core machine)
+def test_oxford_pet_config_runs_on_mock_data(tmp_path):
+  config = load('oxford_pet_unet', **{
+      **TINY, 'segmentation.image_size': 32, 'data.train_ops': 'random_crop(28)|flip_lr|normalize',
+      'train.num_steps': 4, 'train.batch_size': 4, 'train.eval_batch_size': 4,
+      'train.eval_every': 4, 'train.checkpoint_every': 4, 'segmentation.overlays': 1,
+      'data.data_dir': str(tmp_path / 'data')})
+  segmentation_config.validate(config)
+  with tfds.testing.mock_data(as_data_source_fn=fake_source(pet_examples(8))):
+    assert 'unet' in segmentation.check(config)
+    summary = segmentation.run(config, str(tmp_path / 'run'))
+  assert summary['last_step'] == 4
+  assert {'test/iou_pet', 'test/dice_border', 'report/test/mean_iou'} <= set(summary)
+  assert os.listdir(tmp_path / 'run' / 'report') == ['test_0.png']
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_isbi_fcn8s_runs_a_dozen_steps(tmp_path):
+  config = load('isbi_fcn8s', **{
+      **TINY, 'data.data_dir': prepared('isbi2012_em'), 'data.train_split': 'train[:4]',
+      'data.train_ops': 'random_crop(64)|flip_lr|normalize', 'train.num_steps': 12,
+      'segmentation.predict_split': '', 'segmentation.tta': False, 'segmentation.overlays': 1})
+  del config.model.depth, config.model.base_width  # TINY's U-Net keys
+  segmentation_config.validate(config)
+  summary = segmentation.run(config, str(tmp_path))
+  assert summary['last_step'] == 12 and 0 <= summary['report/val/adapted_rand_error'] <= 1
