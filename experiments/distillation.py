@@ -43,9 +43,7 @@ def load_teacher(spec: str) -> Teacher:
     run = predict.open_run(path, step)
   except CheckpointError as e:
     raise ConfigError(f'teacher {spec}: {e}') from None
-  sample = labelled_images.load(run.config.data, run.config.train.batch_size, 0).sample
-  return Teacher(spec, run.model, run.variables, run.preprocess, run.num_classes,
-                 tuple(sample.shape[1:]))
+  return Teacher(spec, run.model, run.variables, run.preprocess, run.num_classes, run.raw_shape)
 
 
 def teacher_logits(teachers, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:

@@ -150,7 +150,9 @@ def main_with(experiment, validate=config_lib.validate, check=None):
     for note in switch_models(config, flags.FLAGS['config'].override_values):
       print(note, file=sys.stderr)
     try:
+      from research import runtime
       from research.training import distributed
+      runtime.enable_compilation_cache()
       distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
       validate(config)
       if DRY_RUN.value:

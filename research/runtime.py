@@ -38,3 +38,16 @@ def reexec_with_tuned_allocator() -> None:
     env = {**tunables_env(os.environ), 'CONVLAB_REEXECUTED': '1'}
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def enable_compilation_cache() -> str:
+  """JAX's persistent compilation cache in ~/.cache/convlab/jax (or $CONVLAB_JAX_CACHE; '' turns
+  it off): a rerun, a resumed run or a sweep's next point loads its compiled steps instead of
+  compiling them again (measured: LeNet-5's 300-step run 15.3 s -> 12.6 s). Returns the folder."""
+  import jax
+  folder = os.environ.get('CONVLAB_JAX_CACHE',
+                          os.path.join(os.path.expanduser('~'), '.cache', 'convlab', 'jax'))
+  if folder:
+    jax.config.update('jax_compilation_cache_dir', folder)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  return folder

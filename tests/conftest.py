@@ -7,6 +7,11 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_configure(config):
+  from research import runtime
+  runtime.enable_compilation_cache()  # the same steps compile once across tests and processes
+
+
 def prepared(name: str) -> str:
   """A tfds data dir holding real `name`, prepared from the manual files if it is not there yet."""
   from research.data import prepare, sources

@@ -1,5 +1,8 @@
 """Distillation on MNIST: a 9,122-parameter student (the simple CNN at 8-16 channels, 1/15 of
-the teacher's 137,418) learns from configs/classification/mnist_teacher.py's run.
+the teacher's 137,418) learns from configs/classification/mnist_teacher.py's run (99.32% test
+accuracy, trained on all 60,000 training images). The student's budget: the first 5,000
+training images, 20 epochs (780 steps at batch 128), no augmentation, no dropout: enough to
+overfit the labels, which is where a teacher's soft targets help (Hinton et al. 2015).
 
     python -m experiments.classification --config=configs/classification/mnist_teacher.py \
         --workdir=runs/mnist_teacher
@@ -22,6 +25,7 @@ TEACHER = 'runs/mnist_teacher'
 def get_config():
   c = distillation_config()
   c.data.name = 'mnist'
+  c.data.train_split = 'train[:5000]'
   c.data.train_ops = 'normalize'   # no augmentation: the teacher's logits are cached
   c.data.eval_ops = 'normalize'
   c.model.name = 'simple_cnn'
@@ -31,7 +35,8 @@ def get_config():
   c.distillation.temperature = 4.0
   c.distillation.alpha = 0.5
   c.train.batch_size = 128
-  c.train.num_epochs = 1.0
+  c.train.num_epochs = 20.0
+  c.train.eval_every = 390
   c.optimizer.name = 'adamw'
   c.optimizer.learning_rate = 5e-3
   c.schedule.name = 'warmup_cosine'

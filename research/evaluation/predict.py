@@ -43,6 +43,7 @@ class Run:
   preprocess: object
   num_classes: int
   input_shape: tuple
+  raw_shape: tuple = ()  # the uint8 images it was trained on, (H, W, C)
 
 
 def open_run(workdir: str, step=None) -> Run:
@@ -64,7 +65,7 @@ def open_run(workdir: str, step=None) -> Run:
   shape = jax.eval_shape(preprocess, dataset.sample, jax.random.key(0)).shape[1:]
   return Run(workdir, config, resolved, model,
              variables(state['params'], state.get('batch_stats') or {}), preprocess,
-             dataset.num_classes, tuple(shape))
+             dataset.num_classes, tuple(shape), tuple(dataset.sample.shape[1:]))
 
 
 def apply_view(images: np.ndarray, view: str, shift: int = 2) -> list[np.ndarray]:
