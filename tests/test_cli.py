@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import prepared
-from tests.helpers import REPO
+from tests.helpers import REPO, load_config
 
 CONFIG = 'configs/classification/mnist_lenet5.py'
 
@@ -74,9 +74,22 @@ def test_documented_command_runs(module, args, env, mnist_data_dir, tmp_path):
     prepared('isbi2012_em')
   if module == 'experiments.detection':
     prepared('mnist_detection')  # from the MNIST files, as `python -m research.data.prepare` does
+  if module == 'experiments.distillation':  # the documented teacher is a run of its own
+    teacher = tiny_teacher(mnist_data_dir, tmp_path / 'teacher')
+    args = [a for a in args if not a.startswith('--config.distillation.teachers=')]
+    args.append(f"--config.distillation.teachers=('{teacher}',)")
   result = run_module(module, *args, '--dry_run', env=dict(env))
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'dry run:' in result.stdout and not os.path.exists(tmp_path / 'w')
+
+
+def tiny_teacher(data_dir, workdir):
+  """A 2-step run of configs/classification/mnist_teacher.py: what a teacher workdir holds."""
+  from experiments import classification
+  classification.run(load_config('mnist_teacher', **{
+      'data.data_dir': data_dir, 'train.num_steps': 2, 'train.final_report': False,
+      'schedule.warmup_steps': 0}), str(workdir))
+  return workdir
 
 
 def test_readme_override_examples(mnist_data_dir, tmp_path):

@@ -21,7 +21,10 @@ def test_parameter_counts_equal_torchvision(name):
   assert count_params(build_model({'name': name}, 1000), (1, 224, 224, 3)) == TORCHVISION_PARAMS[name]
 
 
-SMALL = ['alexnet', 'vgg11_bn', 'resnet18', 'resnet50', 'googlenet', 'mobilenet_v2', 'efficientnet_b0']
+# The large ones run op by op for 20-70 s each: `make test-all` runs them (their parameter
+# counts above are checked in every run).
+SMALL = ['alexnet', 'resnet18'] + [pytest.param(name, marks=pytest.mark.slow) for name in (
+    'vgg11_bn', 'resnet50', 'googlenet', 'mobilenet_v2', 'efficientnet_b0')]
 
 
 @pytest.mark.parametrize('name', SMALL)
@@ -38,6 +41,7 @@ def test_runs_at_two_input_sizes_and_returns_named_features(name):
     assert [f.shape[1] for f in spatial] == sorted((f.shape[1] for f in spatial), reverse=True)
 
 
+@pytest.mark.slow  # 35 s
 def test_training_mode_updates_batch_stats_and_uses_dropout():
   model = build_model({'name': 'efficientnet_b0'}, 3)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
