@@ -19,6 +19,15 @@ research.compression.pruning (gradual: `--num_updates` mask updates every `--upd
 steps, 0 = spread over the first half of the steps, from step `--begin_step`; one_shot: at
 `--begin_step`) and reports the sparsity of every layer. summary.json has the float32
 numbers (`float32/<split>/<metric>`) beside the compressed ones, the sizes and the settings.
+
+Config-driven (what `experiments.sweep` runs, e.g. configs/compression/mnist_lenet5_pruning.py):
+
+    python -m experiments.compress --config=configs/compression/<name>.py --workdir=runs/x_p90 \
+        [--config.compression.sparsity=0.9 --config.seed=1 ...]
+
+There `--workdir` is where the compressed model goes, as for every experiment, the trained run
+is `compression.source`, the section's keys are the flags above, and `seed` seeds the
+fine-tuning (the trained run's data order and dropout otherwise).
 """
 import json
 import os
@@ -28,7 +37,7 @@ import jax
 from absl import app, flags, logging
 
 from research import data
-from research.cli import WORKDIR, fail  # --workdir: the trained run
+from research.cli import CONFIG, DRY_RUN, WORKDIR, fail  # flags: --workdir is the trained run
 from research.compression import pruning, quantization, trained
 from research.errors import ConfigError, ConvLabError, Preempted
 from research.tasks.classification import classification as classification_task
@@ -53,16 +62,46 @@ UPDATE_EVERY = flags.DEFINE_integer('update_every', 0, 'prune, gradual: steps be
 INITIAL_SPARSITY = flags.DEFINE_float('initial_sparsity', 0.0, 'prune, gradual: s_i')
 
 
-def settings() -> dict:
-  s = {'method': METHOD.value, 'source': os.path.abspath(WORKDIR.value), 'step': STEP.value}
-  if METHOD.value == 'ptq':
-    return {**s, 'calibration_batches': CALIBRATION_BATCHES.value}
-  s.update(steps=STEPS.value, learning_rate=LEARNING_RATE.value)
-  if METHOD.value == 'prune':
-    s.update(sparsity=SPARSITY.value, schedule=SCHEDULE.value, scope=SCOPE.value,
-             structure=STRUCTURE.value, begin_step=BEGIN_STEP.value,
-             num_updates=NUM_UPDATES.value, update_every=UPDATE_EVERY.value,
-             initial_sparsity=INITIAL_SPARSITY.value)
+SETTINGS = ('method', 'step', 'steps', 'learning_rate', 'calibration_batches', 'sparsity',
+            'schedule', 'scope', 'structure', 'begin_step', 'num_updates', 'update_every',
+            'initial_sparsity')
+CHOICES = {'method': ('ptq', 'qat', 'prune'), 'schedule': ('gradual', 'one_shot'),
+           'scope': tuple(pruning.SCOPES), 'structure': tuple(pruning.STRUCTURES)}
+
+
+def from_config(config) -> tuple[dict, str, int]:
+  """(the settings as the flags name them, the trained run, the seed) of a config file with a
+  `compression` section; unknown keys and values are ConfigErrors."""
+  import difflib
+  section = config.get('compression')
+  if section is None:
+    raise ConfigError("the config has no 'compression' section (see "
+                      "configs/compression/mnist_lenet5_pruning.py)")
+  section = section.to_dict()
+  for key in section:
+    if key not in SETTINGS + ('source',):
+      close = difflib.get_close_matches(key, SETTINGS + ('source',), 1)
+      raise ConfigError(f'unknown config key compression.{key}'
+                        + (f"; did you mean '{close[0]}'?" if close else ''))
+  values = {name: section.get(name, flags.FLAGS[name].default) for name in SETTINGS}
+  for name, choices in CHOICES.items():
+    if values[name] not in choices:
+      raise ConfigError(f'compression.{name}={values[name]!r} is not one of {", ".join(choices)}')
+  if not section.get('source'):
+    raise ConfigError('compression.source must name the trained run to compress')
+  return values, section['source'], int(config.get('seed', 0))
+
+
+def settings(values: dict, source: str, seed=None) -> dict:
+  s = {'method': values['method'], 'source': os.path.abspath(source), 'step': values['step']}
+  if seed is not None:
+    s['seed'] = seed
+  if values['method'] == 'ptq':
+    return {**s, 'calibration_batches': values['calibration_batches']}
+  s.update(steps=values['steps'], learning_rate=values['learning_rate'])
+  if values['method'] == 'prune':
+    s.update({k: values[k] for k in ('sparsity', 'schedule', 'scope', 'structure', 'begin_step',
+                                     'num_updates', 'update_every', 'initial_sparsity')})
   return s
 
 
@@ -99,7 +138,7 @@ def evaluate(model, variables, config, dataset, eval_preprocess) -> dict:
   state = types.SimpleNamespace(params=variables.get('params', {}),
                                 batch_stats=variables.get('batch_stats', {}))
   return loop.evaluate(jax.jit(task.eval_sums), state, dataset.eval_sets,
-                       config.train.eval_batch_size, parallel.batch_sharded(mesh))
+                       config.train.eval_batch_size, parallel.batch_sharded(mesh), task.finalize)
 
 
 def calibration_images(dataset, preprocess, batches: int, batch_size: int):
@@ -120,8 +159,8 @@ def ptq_report(model, variables, config, dataset, preprocess, input_shape, batch
   return {**out, **{f'size/{k}': v for k, v in sizes.items()}}
 
 
-def run(out: str) -> dict:
-  s = settings()
+def run(s: dict, out: str) -> dict:
+  """Compresses the run `s['source']` as `settings()` say into the workdir `out`."""
   prune = pruning_config(s) if s['method'] == 'prune' else None  # a mistake writes nothing
   os.makedirs(out, exist_ok=True)
   saved = os.path.join(out, 'compress.json')
@@ -136,7 +175,7 @@ def run(out: str) -> dict:
   if finished is not None and 'settings' in finished:
     print(f'{out} holds a finished compression; its files are left as they are', flush=True)
     return finished
-  run_ = trained.load(WORKDIR.value, STEP.value)
+  run_ = trained.load(s['source'], s['step'])
   config, model, variables = run_.config, run_.model, run_.variables
   preprocess, dataset = run_.preprocess, run_.dataset
   input_shape = jax.eval_shape(preprocess, dataset.sample, jax.random.key(0)).shape[1:]
@@ -156,6 +195,8 @@ def run(out: str) -> dict:
   tune.train.best_metric = tune.early_stopping.metric = ''
   tune.optimizer.learning_rate = s['learning_rate'] or config.optimizer.learning_rate / 10
   tune.schedule.warmup_steps = 0
+  if 'seed' in s:
+    tune.seed = s['seed']
   wrap = (lambda optimizer: pruning.wrap(optimizer, prune)) if prune is not None else None
   train_model = quantization.qat_model(model) if s['method'] == 'qat' else model
   task = classification_task(train_model, data.make_preprocess(tune.data.train_ops,
@@ -193,12 +234,32 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)
   if len(argv) > 1:
     fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not WORKDIR.value or not OUT.value or not METHOD.value:
-    fail('--workdir=<a trained run>, --method=ptq|qat|prune and --out=<new workdir> are required')
-  if os.path.abspath(OUT.value) == os.path.abspath(WORKDIR.value):
-    fail('--out must be a new workdir, not the trained run')
   try:
-    summary = run(OUT.value)
+    if CONFIG.value is not None:  # config-driven: --workdir is the output
+      if OUT.value:
+        fail('with --config, --workdir is where the compressed model goes and '
+             'compression.source the trained run; --out is for the flag form')
+      if not WORKDIR.value:
+        fail('--workdir=<new workdir> is required')
+      values, source, seed = from_config(CONFIG.value)
+      out = WORKDIR.value
+    else:
+      if not WORKDIR.value or not OUT.value or not METHOD.value:
+        fail('--workdir=<a trained run>, --method=ptq|qat|prune and --out=<new workdir> are '
+             'required (or --config=<file> --workdir=<new workdir>)')
+      values = {name: flags.FLAGS[name].value for name in SETTINGS}
+      source, seed, out = WORKDIR.value, None, OUT.value
+    if os.path.abspath(out) == os.path.abspath(source):
+      fail('the output must be a new workdir, not the trained run')
+    s = settings(values, source, seed)
+    if DRY_RUN.value:
+      prune = pruning_config(s) if s['method'] == 'prune' else None
+      loaded = trained.load(s['source'], s['step'])
+      print(f"dry run: {s['method']} of {source} ({loaded.config.model.name})"
+            + (f", sparsity {prune.sparsity:g}" if prune else '')
+            + f' into {out}; nothing was written', flush=True)
+      return
+    summary = run(s, out)
   except Preempted as e:
     fail(f'stopped: {e}; rerun the same command to resume', code=75)
   except ConvLabError as e:
@@ -206,7 +267,7 @@ def main(argv):
   shown = {k: v for k, v in summary.items() if isinstance(v, float) and '/' in k
            and not k.startswith(('train/', 'last/', 'size/'))}
   print('results: ' + ', '.join(f'{k}={v:.4f}' for k, v in shown.items()))
-  print(f'written to {OUT.value} (summary.json)')
+  print(f'written to {out} (summary.json)')
 
 
 if __name__ == '__main__':

@@ -75,18 +75,23 @@ def test_documented_command_runs(module, args, env, mnist_data_dir, tmp_path):
   if module == 'experiments.detection':
     prepared('mnist_detection')  # from the MNIST files, as `python -m research.data.prepare` does
   if module == 'experiments.distillation':  # the documented teacher is a run of its own
-    teacher = tiny_teacher(mnist_data_dir, tmp_path / 'teacher')
+    teacher = classification_run('mnist_teacher', mnist_data_dir, tmp_path / 'teacher')
     args = [a for a in args if not a.startswith('--config.distillation.teachers=')]
     args.append(f"--config.distillation.teachers=('{teacher}',)")
+  if module == 'experiments.compress':  # the documented source is a run of its own
+    source = tmp_path / 'source'
+    classification_run('mnist_lenet5', mnist_data_dir, source)
+    args = [a for a in args if not a.startswith('--config.compression.source=')]
+    args.append(f'--config.compression.source={source}')
   result = run_module(module, *args, '--dry_run', env=dict(env))
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'dry run:' in result.stdout and not os.path.exists(tmp_path / 'w')
 
 
-def tiny_teacher(data_dir, workdir):
-  """A 2-step run of configs/classification/mnist_teacher.py: what a teacher workdir holds."""
+def classification_run(name, data_dir, workdir):
+  """A 2-step run of configs/classification/<name>.py: what a trained workdir holds."""
   from experiments import classification
-  classification.run(load_config('mnist_teacher', **{
+  classification.run(load_config(name, **{
       'data.data_dir': data_dir, 'train.num_steps': 2, 'train.final_report': False,
       'schedule.warmup_steps': 0}), str(workdir))
   return workdir
