@@ -36,6 +36,13 @@ def load_config_module(path: str):
   return module
 
 
+def first_sentence(docstring: str) -> str:
+  """The first sentence of a docstring's first paragraph, on one line (the tables' title)."""
+  paragraph = ' '.join(docstring.strip().split('\n\n')[0].split())
+  end = paragraph.find('. ')
+  return paragraph if end < 0 else paragraph[:end + 1]
+
+
 def plan(config_path: str, sweep_dir: str, extra: list[str]) -> tuple[list, dict]:
   """The runs of a sweep and its manifest (what sweep.json records)."""
   module = load_config_module(config_path)
@@ -49,7 +56,7 @@ def plan(config_path: str, sweep_dir: str, extra: list[str]) -> tuple[list, dict
   manifest = {'experiment': experiment, 'config': config_path, 'overrides': extra,
               'points': [{'name': p.name, 'overrides': p.overrides} for p in points],
               'seeds': seeds, 'metrics': spec.get('metrics', []), 'plot': spec.get('plot', {}),
-              'title': (module.__doc__ or '').strip().splitlines()[0] if module.__doc__ else ''}
+              'title': first_sentence(module.__doc__ or '')}
   return runs, manifest
 
 

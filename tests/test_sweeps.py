@@ -189,3 +189,24 @@ def test_extra_points_are_added_as_they_are():
                            'extra_points': {'scratch': {'d.teachers': ()}}})
   assert [p.name for p in points] == ['temperature=1.0', 'temperature=4.0', 'scratch']
   assert points[-1].overrides == {'d.teachers': ()}
+
+
+def test_a_point_that_leaves_an_axis_alone_shows_the_value_its_run_used(tmp_path):
+  sweep = str(tmp_path / 's')
+  results.write_manifest(sweep, {'points': [{'name': 'T=2', 'overrides': {'kd.temperature': 2.0}},
+                                            {'name': 'scratch', 'overrides': {'kd.teachers': ()}}],
+                                 'seeds': [0], 'metrics': ['test/accuracy']})
+  for name, temperature in (('T=2', 2.0), ('scratch', 4.0)):
+    os.makedirs(os.path.join(sweep, name, 'seed0'))
+    json.dump({'kd': {'temperature': temperature, 'teachers': ['runs/t']}},
+              open(os.path.join(sweep, name, 'seed0', 'config.json'), 'w'))
+    json.dump({'test/accuracy': 0.5}, open(os.path.join(sweep, name, 'seed0', 'summary.json'), 'w'))
+  table = results.report(sweep)
+  assert '| T=2 | 2.0 | (runs/t,) | 0.5000 (n=1) |' in table
+  assert '| scratch | 4.0 | () | 0.5000 (n=1) |' in table  # from its config.json, and its own ()
+
+
+def test_the_tables_title_is_the_configs_first_sentence():
+  from experiments.sweep import first_sentence
+  assert first_sentence('A sweep of\n  things. More here.\n\nNext.') == 'A sweep of things.'
+  assert first_sentence('No full stop\n\nNext. x') == 'No full stop'

@@ -58,8 +58,33 @@ def collect(sweep_dir: str) -> tuple[list[dict], list[str]]:
           if key.startswith('test/') and key not in found:
             found.append(key)
     records.append({'point': point['name'], 'settings': point['overrides'], 'values': values,
-                    'missing': missing})
+                    'missing': missing, 'config': _run_config(sweep_dir, point['name'],
+                                                              manifest['seeds'])})
   return records, list(manifest.get('metrics') or found)
+
+
+def _run_config(sweep_dir: str, point: str, seeds) -> dict:
+  """The config.json of the point's first run that has one ({} if none)."""
+  for seed in seeds:
+    try:
+      with open(os.path.join(sweep_dir, point, f'seed{seed}', 'config.json')) as f:
+        return json.load(f)
+    except (OSError, json.JSONDecodeError):
+      continue
+  return {}
+
+
+def _setting(record: dict, dotted: str) -> str:
+  """The value a point ran with: its own override, else what its run's config.json says
+  (a setting the point left at the config file's value), else ''."""
+  if dotted in record['settings']:
+    return grid.format_value(record['settings'][dotted])
+  node = record.get('config', {})
+  for part in dotted.split('.'):
+    if not isinstance(node, dict) or part not in node:
+      return ''
+    node = node[part]
+  return grid.format_value(tuple(node) if isinstance(node, list) else node)
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -93,7 +118,7 @@ def write_tables(sweep_dir: str, records: list[dict], metrics: list[str], seeds:
            '| ' + ' | '.join(header + metrics) + ' |', '|' + '---|' * (len(header) + len(metrics))]
   rows = []
   for r in records:
-    settings = [grid.format_value(r['settings'][a]) if a in r['settings'] else '' for a in axes]
+    settings = [_setting(r, a) for a in axes]
     stats = {m: mean_std([r['values'].get(m, {})[s] for s in seeds if s in r['values'].get(m, {})])
              for m in metrics}
     lines.append('| ' + ' | '.join([r['point'], *settings, *(_cell(*stats[m]) for m in metrics)]) + ' |')

@@ -1,0 +1,46 @@
+"""Adversarial training ablation on MNIST: method x training eps x training attack steps, on a
+reduced schedule (2 epochs, the robustness report on the first 1,000 test images), seed 0.
+The headline runs (mnist_pgd.py, mnist_fgsm_rs.py, mnist_trades.py) train longer and attack
+the whole test split.
+
+    python -m experiments.sweep --config=configs/adversarial/mnist_ablation.py \
+        --workdir=runs/adversarial_ablation --parallel=2
+
+Every run is tested at eps 0.3 (PGD-40 x 3 restarts and APGD-CE 100) whatever its training
+eps; PGD and TRADES take steps of 2.5 eps / steps (Madry et al.'s rule), FGSM-RS one step of
+1.25 eps (Wong et al.).
+
+Expected: ABLATION_RESULT
+"""
+from configs.adversarial import mnist_pgd
+
+
+def get_config():
+  c = mnist_pgd.get_config()
+  c.train.num_epochs = 2.0
+  a = c.adversarial
+  a.report_examples = 1000
+  a.curve_examples = 500
+  return c
+
+
+def _attack(method, eps, steps):
+  step_size = 1.25 * eps if method == 'fgsm_rs' else round(2.5 * eps / steps, 4)
+  return {'adversarial.method': method, 'adversarial.eps': eps, 'adversarial.steps': steps,
+          'adversarial.step_size': step_size}
+
+
+def get_sweep():
+  points = {'standard': {'adversarial.method': 'standard'}}
+  for eps in (0.2, 0.3):
+    points[f'fgsm_rs,eps={eps}'] = _attack('fgsm_rs', eps, 1)
+    for steps in (3, 10):
+      points[f'pgd,eps={eps},steps={steps}'] = _attack('pgd', eps, steps)
+  for steps in (3, 10):
+    points[f'trades,eps=0.3,steps={steps}'] = _attack('trades', 0.3, steps)
+  return {
+      'points': points,
+      'seeds': [0],
+      'metrics': ['test/clean_accuracy', 'test/pgd40x3_eps0.3_accuracy',
+                  'test/apgd100_eps0.3_accuracy', 'wall_time_s'],
+  }
