@@ -4,7 +4,9 @@ trained with random crops and small rotations on MNIST's 60,000 training images.
     python -m experiments.classification --config=configs/classification/mnist_teacher.py \
         --workdir=runs/mnist_teacher
 
-Expected: TEACHER_RESULT
+Expected: test accuracy 0.9932 (seed 0, 8 epochs, 3,744 steps at batch 128; measured
+2026-11-30 on 2 Intel Xeon (Sapphire Rapids) cores, no GPU). The run took 942 s of training
+and evaluation while another training shared the cores, so that time is an upper bound.
 """
 from research.config import base_config
 

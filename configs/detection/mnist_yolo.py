@@ -11,7 +11,7 @@ mirrored digit is not a digit). AdamW with warmup and cosine decay.
 
 Expected: not measured yet (target: test mAP@0.5 >= 0.95 and COCO mAP@[.5:.95] >= 0.70 within
 20 minutes on 2 CPU cores; the loss weights and sizes here are untuned). A 200-step check
-(batch 32, 6,400 canvases, a third of an epoch; 2026-12-01, on 2 cores shared with other
+(batch 32, 6,400 canvases, a third of an epoch; late November 2026, on 2 cores shared with other
 work: ~2.7 steps/s) reached mAP@0.5 0.57 and mAP 0.21 on the first 300 test canvases. The
 final report adds test/mAP, test/mAP50, test/mAP75, test/AP/<digit> and detections_test.png
 to the workdir.
