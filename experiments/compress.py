@@ -175,7 +175,7 @@ def run(s: dict, out: str) -> dict:
   if finished is not None and 'settings' in finished:
     print(f'{out} holds a finished compression; its files are left as they are', flush=True)
     return finished
-  run_ = trained.load(s['source'], s['step'])
+  run_ = trained.load(s['source'], s['step'], s.get('seed'))
   config, model, variables = run_.config, run_.model, run_.variables
   preprocess, dataset = run_.preprocess, run_.dataset
   input_shape = jax.eval_shape(preprocess, dataset.sample, jax.random.key(0)).shape[1:]

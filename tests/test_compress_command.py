@@ -53,7 +53,7 @@ def test_settings_from_a_config_match_the_flags_form_and_carry_the_seed():
   values, source, seed = compress.from_config(config)
   s = compress.settings(values, source, seed)
   assert s['sparsity'] == 0.8 and s['schedule'] == 'one_shot' and s['seed'] == 3
-  assert s['source'] == os.path.abspath('runs/lenet5') and s['steps'] == 500
+  assert s['source'] == os.path.abspath('runs/lenet5') and s['steps'] == 2000
   assert 'calibration_batches' not in s  # prune settings only
 
 
@@ -74,3 +74,12 @@ def test_a_config_driven_pruning_run_reaches_its_sparsity_and_is_not_redone(lene
   assert json.load(open(out / 'summary.json')) == summary
   line = error_line(run_module('experiments.compress', *args[:3], f'--out={tmp_path / "x"}'))
   assert 'with --config, --workdir is where the compressed model goes' in line
+
+
+@pytest.mark.real_data
+def test_the_seed_changes_the_fine_tuning_data_order(lenet5_run):
+  from research.compression import trained
+  default, same, other = (trained.load(lenet5_run, seed=s).dataset.train_loader.batch_at(0)
+                          for s in (None, 0, 5))
+  assert (default['label'] == same['label']).all()  # the run's own seed is 0
+  assert not (default['label'] == other['label']).all()

@@ -7,10 +7,11 @@
     python -m experiments.sweep --config=configs/compression/mnist_lenet5_pruning.py \
         --workdir=runs/pruning_ablation --parallel=2
 
-Each run fine-tunes runs/lenet5's last checkpoint for 500 steps at a tenth of its learning
-rate, global magnitude ranking of the conv and dense kernels (research/compression/pruning.py):
-one-shot prunes to the target at step 0; gradual follows Zhu & Gupta's cubic schedule with 10
-mask updates over the first 250 steps. The seed changes the fine-tuning's data order.
+Each run fine-tunes runs/lenet5's last checkpoint (0.9917 test accuracy) for 2,000 steps
+(4.3 epochs) at learning rate 1e-3 (half the training's), global magnitude ranking of the conv
+and dense kernels (research/compression/pruning.py): one-shot prunes to the target at step 0;
+gradual follows Zhu & Gupta's cubic schedule with 10 mask updates over the first 1,000 steps.
+The seed sets the fine-tuning's data order.
 
 Expected: PRUNING_RESULT
 """
@@ -22,8 +23,8 @@ def get_config():
   c.experiment = 'compress'
   c.seed = 0
   c.compression = ml_collections.ConfigDict({
-      'source': 'runs/lenet5', 'method': 'prune', 'step': 'latest', 'steps': 500,
-      'learning_rate': 0.0, 'sparsity': 0.9, 'schedule': 'gradual', 'scope': 'global',
+      'source': 'runs/lenet5', 'method': 'prune', 'step': 'latest', 'steps': 2000,
+      'learning_rate': 1e-3, 'sparsity': 0.9, 'schedule': 'gradual', 'scope': 'global',
       'structure': 'unstructured', 'begin_step': 0, 'num_updates': 10, 'update_every': 0,
       'initial_sparsity': 0.0})
   return c

@@ -20,17 +20,19 @@ class TrainedRun:
   dataset: labelled_images.LabelledImages  # its data (training stream, eval splits, stats)
 
 
-def load(workdir: str, step='latest') -> TrainedRun:
+def load(workdir: str, step='latest', seed: int | None = None) -> TrainedRun:
   """The run in `workdir` at checkpoint `step` ('latest', 'best' or a number), its model and
   data as config.json says (the eval preprocessing uses the training images' statistics,
-  as the run did). Raises ConfigError without config.json, CheckpointError without the step."""
+  as the run did); `seed`, if given, replaces the run's seed for the training data's order.
+  Raises ConfigError without config.json, CheckpointError without the step."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(path):
     raise ConfigError(f'{workdir} holds no config.json: give the workdir of a trained run')
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   state = load_state(workdir, step)
-  dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
+  dataset = labelled_images.load(config.data, config.train.batch_size,
+                                 config.seed if seed is None else seed)
   model = models.build_model(config.model, dataset.num_classes)
   variables = {'params': state['params']}
   if state.get('batch_stats'):
