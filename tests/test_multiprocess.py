@@ -102,8 +102,9 @@ def test_two_processes_train_what_one_process_of_eight_devices_trains(references
     np.testing.assert_allclose(x, y, atol=2e-5)
 
 
-@pytest.mark.parametrize('processes,sig', [(2, signal.SIGTERM), (1, signal.SIGTERM),
-                                           (1, signal.SIGINT)])
+@pytest.mark.parametrize('processes,sig', [  # one process, SIGTERM: as 2 processes (make test-all)
+    (2, signal.SIGTERM), pytest.param(1, signal.SIGTERM, marks=pytest.mark.slow),
+    (1, signal.SIGINT)])
 def test_a_signal_saves_at_once_and_the_rerun_resumes_exactly(references, mnist_data_dir,
                                                               tmp_path, processes, sig):
   workdir = str(tmp_path / 'run')
