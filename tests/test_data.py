@@ -167,6 +167,13 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     data.load_split('mnist', 'train', str(tmp_path))
 
 
+@pytest.mark.real_data
+def test_an_unknown_split_of_a_prepared_dataset_names_the_known_splits(mnist_data_dir):
+  with pytest.raises(DatasetNotFoundError, match="dataset 'mnist': .*tset.*") as info:
+    data.load_split('mnist', 'tset', mnist_data_dir)
+  assert 'test' in str(info.value) and 'train' in str(info.value)
+
+
 def test_mock_cifar10_loads_through_data_source():
   with tfds.testing.mock_data(num_examples=20):
     split = data.load_split('cifar10', 'train')

@@ -231,3 +231,12 @@ def test_reduce_on_plateau_scales_the_learning_rate_and_resumes_exactly(mnist_da
   classification.run(config, str(tmp_path / 'resumed'))  # resumes at step 10, scale 0.5 kept
   assert_trees_identical(checkpointing.load_state(str(tmp_path / 'straight')),
                          checkpointing.load_state(str(tmp_path / 'resumed')))
+
+
+@pytest.mark.real_data
+def test_asking_for_the_best_checkpoint_of_a_run_without_one_is_one_error(mnist_data_dir, tmp_path):
+  config = small_mnist(mnist_data_dir, **{'train.num_steps': 10, 'train.final_report': False,
+                                          'train.best_metric': '', 'early_stopping.metric': ''})
+  classification.run(config, str(tmp_path))
+  with pytest.raises(CheckpointError, match='tracked no best checkpoint'):
+    checkpointing.load_state(str(tmp_path), 'best')

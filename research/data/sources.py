@@ -80,7 +80,10 @@ def open_source(name: str, split: str, data_dir: str = ''):
   except Exception as e:  # tfds raises many kinds; find the true reason
     error = e
   from etils import epath
-  if not epath.Path(folder).exists() or not any(epath.Path(folder).glob('**/dataset_info.json')):
+  prepared = epath.Path(folder).exists() and any(  # <version>/ or <config>/<version>/
+      any(epath.Path(folder).glob(pattern)) for pattern in ('*/dataset_info.json',
+                                                             '*/*/dataset_info.json'))
+  if not prepared:
     raise DatasetNotFoundError(f'dataset {name!r} is not prepared in {data_dir}; prepare it '
                                f'with: {prepare_command(name, data_dir)}')
   if isinstance(error, ValueError) and 'split' in str(error).lower():  # names the known splits

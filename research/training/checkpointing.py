@@ -120,7 +120,7 @@ def resolve_step(checkpointer: Checkpointer, step) -> int:
   if step in (None, 'latest', ''):
     return latest
   if step == 'best':
-    best = checkpointer.loop_state(latest).get('best', {}).get('step')
+    best = (checkpointer.loop_state(latest).get('best') or {}).get('step')  # null: none tracked
     if best is None:
       raise CheckpointError(f'the run in {os.path.dirname(checkpointer.directory)} tracked no best '
                             'checkpoint (set train.best_metric or early_stopping.metric)')
