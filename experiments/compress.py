@@ -37,7 +37,7 @@ import jax
 from absl import app, flags, logging
 
 from research import data
-from research.cli import CONFIG, DRY_RUN, WORKDIR, fail  # flags: --workdir is the trained run
+from research.cli import CONFIG, DRY_RUN, WORKDIR, fail, parse_flags  # flags: --workdir is the trained run
 from research.compression import pruning, quantization, trained
 from research.errors import ConfigError, ConvLabError, Preempted
 from research.tasks.classification import classification as classification_task
@@ -92,6 +92,18 @@ def from_config(config) -> tuple[dict, str, int]:
   return values, section['source'], int(config.get('seed', 0))
 
 
+def check_values(values: dict, prefix: str) -> None:
+  """Numbers that cannot be right, named as the user wrote them (`--steps` or
+  `compression.steps`)."""
+  for name, low in (('steps', 1), ('calibration_batches', 1), ('num_updates', 0),
+                    ('update_every', 0), ('begin_step', 0)):
+    if int(values[name]) < low:
+      raise ConfigError(f'{prefix}{name}={values[name]} must be >= {low}')
+  if values['learning_rate'] < 0:
+    raise ConfigError(f'{prefix}learning_rate={values["learning_rate"]} must be >= 0 '
+                      "(0 = the run's / 10)")
+
+
 def settings(values: dict, source: str, seed=None) -> dict:
   s = {'method': values['method'], 'source': os.path.abspath(source), 'step': values['step']}
   if seed is not None:
@@ -106,13 +118,14 @@ def settings(values: dict, source: str, seed=None) -> dict:
 
 
 def pruning_config(s: dict) -> pruning.PruningConfig:
+  prefix = 'compression.' if 'seed' in s else '--'
   gradual = s['schedule'] == 'gradual'
   updates = s['num_updates'] if gradual else 0
   every = s['update_every'] or max(1, s['steps'] // (2 * max(updates, 1)))
   if s['begin_step'] + updates * every >= s['steps']:
     raise ConfigError(f'pruning ends at step {s["begin_step"] + updates * every}, not before the '
-                      f'{s["steps"]} fine-tuning steps end: lower --num_updates/--update_every '
-                      'or raise --steps')
+                      f'{s["steps"]} fine-tuning steps end: lower {prefix}num_updates/'
+                      f'{prefix}update_every or raise {prefix}steps')
   return pruning.PruningConfig(sparsity=s['sparsity'], scope=s['scope'], structure=s['structure'],
                                begin_step=s['begin_step'], num_updates=updates,
                                update_every=every,
@@ -241,13 +254,18 @@ def main(argv):
              'compression.source the trained run; --out is for the flag form')
       if not WORKDIR.value:
         fail('--workdir=<new workdir> is required')
+      given = [f'--{name}' for name in SETTINGS if flags.FLAGS[name].present]
+      if given:
+        fail(f'with --config, set {given[0]} as --config.compression.{given[0][2:]}=...')
       values, source, seed = from_config(CONFIG.value)
+      check_values(values, 'compression.')
       out = WORKDIR.value
     else:
       if not WORKDIR.value or not OUT.value or not METHOD.value:
         fail('--workdir=<a trained run>, --method=ptq|qat|prune and --out=<new workdir> are '
              'required (or --config=<file> --workdir=<new workdir>)')
       values = {name: flags.FLAGS[name].value for name in SETTINGS}
+      check_values(values, '--')
       source, seed, out = WORKDIR.value, None, OUT.value
     if os.path.abspath(out) == os.path.abspath(source):
       fail('the output must be a new workdir, not the trained run')
@@ -271,4 +289,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

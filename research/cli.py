@@ -93,7 +93,8 @@ def _describe_override_error(error: Exception, argv) -> str:
   return f'bad --config override: {text.splitlines()[0] if text else type(error).__name__}'
 
 
-def _parse_flags(argv):
+def parse_flags(argv):
+  """absl's flag parsing with the config file checked first and every mistake one `error:` line."""
   _check_config_file(argv)
   try:
     return flags.FLAGS(argv)
@@ -181,4 +182,4 @@ def main_with(experiment, validate=config_lib.validate, check=None):
     print('results: ' + ', '.join(f'{k}={v:.4f}' for k, v in shown.items()))
     print(f'written to {WORKDIR.value} (summary.json and the run files)')
 
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=parse_flags)

@@ -83,3 +83,25 @@ def test_the_seed_changes_the_fine_tuning_data_order(lenet5_run):
                           for s in (None, 0, 5))
   assert (default['label'] == same['label']).all()  # the run's own seed is 0
   assert not (default['label'] == other['label']).all()
+
+
+@pytest.mark.parametrize('name,value,message', [
+    ('steps', 0, 'compression.steps=0 must be >= 1'),
+    ('calibration_batches', 0, 'compression.calibration_batches=0 must be >= 1'),
+    ('learning_rate', -1.0, 'compression.learning_rate=-1.0 must be >= 0'),
+])
+def test_impossible_numbers_are_named_as_written(name, value, message):
+  from experiments import compress
+  values, _, _ = compress.from_config(config_with(**{name: value}))
+  with pytest.raises(ConfigError, match=message):
+    compress.check_values(values, 'compression.')
+
+
+def test_flag_settings_beside_a_config_and_flag_typos_are_one_line(tmp_path):
+  line = error_line(run_module('experiments.compress', f'--config={CONFIG}', f'--workdir={tmp_path}',
+                               '--steps=10'))
+  assert line == 'error: with --config, set --steps as --config.compression.steps=...'
+  line = error_line(run_module('experiments.compress', f'--config={CONFIG}', f'--workdir={tmp_path}',
+                               '--config.compresion.sparsity=0.5'))
+  assert "did you mean 'compression'" in line
+  assert not os.listdir(tmp_path)
