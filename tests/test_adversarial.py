@@ -130,6 +130,9 @@ def test_kl_divergence_matches_numpy():
     ({'adversarial.eps': -0.1}, 'eps'),
     ({'adversarial.trades_beta': -1.0}, 'trades_beta must be >= 0'),
     ({'experiment': 'classification'}, "needs experiment='adversarial'"),
+    ({'adversarial.pixel_range': (0.0, 255.0)}, r'pixels in \[0, 1\]'),
+    ({'adversarial.test_eps': -1.0}, r'the final report \(adversarial.test_eps.*eps=-1'),
+    ({'adversarial.test_apgd_steps': 0}, 'test_apgd_steps must be >= 1'),
 ])
 def test_config_mistakes_are_refused(overrides, message):
   from configs.adversarial import mnist_pgd

@@ -72,6 +72,22 @@ def validate(config) -> None:
     raise ConfigError(f'fgsm_rs takes one step (adversarial.steps=1), got {a.steps}')
   if a.trades_beta < 0:
     raise ConfigError(f'adversarial.trades_beta must be >= 0, got {a.trades_beta}')
+  if tuple(a.pixel_range) != (0.0, 1.0):
+    raise ConfigError(f'adversarial.pixel_range={tuple(a.pixel_range)}: the pipelines give the '
+                      'attacks pixels in [0, 1] (before normalisation); use (0.0, 1.0) and eps in '
+                      'those units (0.3 = 76.5 / 255)')
+  # The final report's attacks, checked now rather than after the training.
+  try:
+    attacks.check_attack_arguments(a.test_eps, a.test_pgd_step_size, (0.0, 1.0), a.norm,
+                                   a.test_pgd_steps)
+  except ConfigError as e:
+    raise ConfigError(f'the final report (adversarial.test_eps, test_pgd_step_size, '
+                      f'test_pgd_steps): {e}') from None
+  for name in ('test_pgd_restarts', 'test_apgd_steps', 'report_examples', 'curve_examples'):
+    if a[name] < 1:
+      raise ConfigError(f'adversarial.{name} must be >= 1, got {a[name]}')
+  if a.eval_attack_steps < 0 or any(e < 0 for e in a.curve_eps):
+    raise ConfigError('adversarial.eval_attack_steps and curve_eps must be >= 0')
 
 
 def kl_divergence(p_logits, q_logits):
