@@ -43,12 +43,32 @@ def first_sentence(docstring: str) -> str:
   return paragraph if end < 0 else paragraph[:end + 1]
 
 
+def check_override_keys(config, extra: list[str]) -> None:
+  """Each `--config.a.b=v` names a key of the config (free-form sections excepted): typos are
+  caught without running anything (the real launch also dry-runs its first run)."""
+  import difflib
+  from research.config import FREE_FORM
+  for override in extra:
+    dotted = override.split('=', 1)[0][len('--config.'):]
+    node, parts = config, dotted.split('.')
+    for i, part in enumerate(parts):
+      if '.'.join(parts[:i]) in FREE_FORM:
+        break
+      if not hasattr(node, 'keys') or part not in node:
+        known = list(node.keys()) if hasattr(node, 'keys') else []
+        close = difflib.get_close_matches(part, known, 1)
+        raise ConfigError(f"unknown config key '{dotted}'"
+                          + (f" (did you mean '{close[0]}'?)" if close else ''))
+      node = node[part]
+
+
 def plan(config_path: str, sweep_dir: str, extra: list[str]) -> tuple[list, dict]:
   """The runs of a sweep and its manifest (what sweep.json records)."""
   module = load_config_module(config_path)
   spec = module.get_sweep()
   points, seeds = grid.expand(spec)
   experiment = module.get_config().get('experiment', 'classification')
+  check_override_keys(module.get_config(), extra)
   runs = [launch.Run(point, seed, grid.run_dir(sweep_dir, point, seed),
                      grid.command(experiment, config_path, grid.run_dir(sweep_dir, point, seed),
                                   point, seed, extra, python=sys.executable))
@@ -65,7 +85,8 @@ def check_first(run) -> None:
   line before anything starts."""
   result = subprocess.run([*run.command, '--dry_run'], capture_output=True, text=True)
   if result.returncode:
-    raise ConfigError(f'the first run would fail: {launch.error_line(result.stderr + result.stdout)}')
+    line = launch.error_line(result.stderr + result.stdout).removeprefix('error: ')
+    raise ConfigError(f'the first run would fail: {line}')
 
 
 def main(argv=None) -> int:
@@ -83,7 +104,12 @@ def main(argv=None) -> int:
   parser.add_argument('--slurm_cpus_per_task', type=int, default=0)
   parser.add_argument('--slurm_mem_gb', type=int, default=0)
   parser.add_argument('--submitit_cluster', default='slurm', help="'local' runs the jobs here")
-  args, rest = parser.parse_known_args(argv)
+  parser.error = lambda message: (_ for _ in ()).throw(ConfigError(message))  # one line
+  try:
+    args, rest = parser.parse_known_args(argv)
+  except ConfigError as e:
+    print(f'error: {e} (see --help)', file=sys.stderr)
+    return 1
   extra = [a for a in rest if a.startswith('--config.')]
   unknown = [a for a in rest if not a.startswith('--config.')]
   try:
@@ -97,6 +123,8 @@ def main(argv=None) -> int:
     if args.parallel < 1:
       raise ConfigError(f'--parallel must be at least 1, got {args.parallel}')
     runs, manifest = plan(args.config, args.workdir, extra)
+    if args.executor == 'local':
+      launch.core_shares(args.parallel)  # more runs at a time than cores: refused now
     if args.dry_run:
       for run in runs:
         print(f'{run.point.name}/seed{run.seed}: {shlex.join(run.command)}')

@@ -210,3 +210,24 @@ def test_the_tables_title_is_the_configs_first_sentence():
   from experiments.sweep import first_sentence
   assert first_sentence('A sweep of\n  things. More here.\n\nNext.') == 'A sweep of things.'
   assert first_sentence('No full stop\n\nNext. x') == 'No full stop'
+
+
+def test_sweep_mistakes_are_one_line_and_write_nothing(tmp_path, capsys):
+  from experiments import sweep
+  config = 'configs/adversarial/mnist_ablation.py'
+  target = tmp_path / 's'
+  cases = [
+      (['--dry_run', '--config.adversarial.epss=0.1'], "unknown config key 'adversarial.epss' (did you mean 'eps'?)"),
+      (['--parallel=64'], '--parallel=64 is more than the'),
+      (['--dry_run', '--parallel=64'], '--parallel=64 is more than the'),
+      (['--parallel=two'], "argument --parallel: invalid int value: 'two'"),
+  ]
+  for extra, message in cases:
+    assert sweep.main([f'--config={config}', f'--workdir={target}', *extra]) == 1
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith('error: ')]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not target.exists()  # not even sweep.json
+  os.makedirs(tmp_path / 'broken')
+  (tmp_path / 'broken' / 'sweep.json').write_text('{not json')
+  assert sweep.main([f'--collect={tmp_path / "broken"}']) == 1
+  assert 'sweep.json cannot be read (JSONDecodeError' in capsys.readouterr().err

@@ -33,8 +33,13 @@ def read_manifest(sweep_dir: str) -> dict:
     from research.errors import ConfigError
     raise ConfigError(f'{sweep_dir} holds no sweep ({SWEEP_FILE} is missing): run '
                       'python -m experiments.sweep --config=... --workdir=<it> first')
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    from research.errors import ConfigError
+    raise ConfigError(f'{path} cannot be read ({type(e).__name__}: {e}); rerun the sweep command '
+                      'to write it again') from None
 
 
 def collect(sweep_dir: str) -> tuple[list[dict], list[str]]:
