@@ -70,7 +70,9 @@ def evaluate(args) -> dict:
                       f'{run.num_classes} classes')
   if args.groups and args.groups not in extra:
     raise ConfigError(f'the dataset has no feature {args.groups!r} to group by; its features: '
-                      f'{", ".join(sorted(extra)) or "none besides image and label"}')
+                      f'{", ".join(sorted(extra)) or "none besides image and label"}'
+                      + ('' if args.dataset else '; read the split from a dataset that has it, '
+                         'e.g. --dataset=mnist_writers --groups=writer_population'))
   probs = predict.probabilities(run, images)
   options = {}
   calibration_split = args.calibration_split
