@@ -11,8 +11,7 @@ Every run is tested at eps 0.3 (PGD-40 x 3 restarts and APGD-CE 100) whatever it
 eps; PGD and TRADES take steps of 2.5 eps / steps (Madry et al.'s rule), FGSM-RS one step of
 1.25 eps (Wong et al.).
 
-Not measured yet: 6 runs of 2-15 minutes each on one core (the PGD-10 and TRADES points are
-the long ones; about 20 minutes with --parallel=2 on 2 cores by the headline runs' step rates).
+Not measured yet.
 """
 from configs.adversarial import mnist_pgd
 

@@ -4,9 +4,7 @@ the KL divergence between the clean and PGD-perturbed predictions.
     python -m experiments.adversarial --config=configs/adversarial/mnist_trades.py \
         --workdir=runs/trades
 
-Not measured yet (tested on short runs only): with mnist_pgd.py's schedule and PGD-10 inner
-maximisation it costs about as much as PGD-AT (~30 minutes of training on 2 CPU cores, plus
-~10 minutes of robustness report).
+Not measured yet (its Task is tested on short runs: tests/test_adversarial.py).
 """
 from configs.adversarial import mnist_pgd
 
