@@ -13,7 +13,10 @@ and dense kernels (research/compression/pruning.py): one-shot prunes to the targ
 gradual follows Zhu & Gupta's cubic schedule with 10 mask updates over the first 1,000 steps.
 The seed sets the fine-tuning's data order.
 
-Expected: PRUNING_RESULT
+Expected (measured 2026-11-30, 2 Intel Xeon (Sapphire Rapids) cores; test accuracy, mean of
+seeds 0 and 1, float32 0.9917): 90% gradual 0.9903 (-0.14 points), 90% one-shot 0.9892, 95%
+gradual 0.9857, one-shot 0.9826, 80% 0.9912-0.9914, 50% 0.9914-0.9918. Each run 38-40 s on its
+core; the 20-run sweep 6 min 51 s with --parallel=2. Table: README.md.
 """
 import ml_collections
 
