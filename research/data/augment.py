@@ -149,23 +149,26 @@ OPS = {f.__name__: f for f in (normalize, pad, resize, random_crop, flip_lr, fli
 _OP_RE = re.compile(r'^\s*(\w+)\s*(?:\((.*)\))?\s*$')
 
 
-def parse(spec: str) -> list[tuple[str, tuple]]:
-  """'random_crop(4)|flip_lr' -> [('random_crop', (4,)), ('flip_lr', ())]."""
+def parse(spec: str, ops_table=None, what: str = 'preprocessing op') -> list[tuple[str, tuple]]:
+  """'random_crop(4)|flip_lr' -> [('random_crop', (4,)), ('flip_lr', ())]: the names checked
+  against `ops_table` (this module's OPS by default), the arguments read as Python literals,
+  normalize last. Errors name the op as `what` ('segmentation augmentation op', ...)."""
+  ops_table = OPS if ops_table is None else ops_table
   ops = []
   for part in filter(str.strip, spec.split('|')):
     match = _OP_RE.match(part)
-    if not match or match.group(1) not in OPS:
-      raise ConfigError(f'unknown preprocessing op {part.strip()!r}; known: {", ".join(OPS)}')
+    if not match or match.group(1) not in ops_table:
+      raise ConfigError(f'unknown {what} {part.strip()!r}; known: {", ".join(ops_table)}')
     name, args = match.group(1), match.group(2)
     try:
       values = ast.literal_eval(f'({args},)') if args and args.strip() else ()
     except (ValueError, SyntaxError):
-      raise ConfigError(f'cannot read the arguments of preprocessing op {part.strip()!r}') from None
+      raise ConfigError(f'cannot read the arguments of {what} {part.strip()!r}') from None
     ops.append((name, values))
   names = [name for name, _ in ops]
   if 'normalize' in names and names.index('normalize') != len(names) - 1:
     after = names[names.index('normalize') + 1]
-    raise ConfigError(f"preprocessing op {after!r} comes after normalize, but ops work on pixels "
+    raise ConfigError(f"{what} {after!r} comes after normalize, but ops work on pixels "
                       f"in [0, 1]: put normalize last in {spec!r}")
   return ops
 

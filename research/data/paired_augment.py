@@ -37,8 +37,6 @@ Ops (random values drawn per example):
   normalize               (x - mean) / std: the training split's channel statistics, or
                           normalize((mean,), (std,)); must come last
 """
-import ast
-import re
 
 import dm_pix as pix
 import jax
@@ -180,28 +178,11 @@ def normalize(image, mask, weight, key, mean=None, std=None, *, ctx):
 
 OPS = {f.__name__: f for f in (random_crop, flip_lr, flip_ud, rot90, rotate, elastic,
                                elastic_simard, brightness, contrast, gamma, normalize)}
-_OP_RE = re.compile(r'^\s*(\w+)\s*(?:\((.*)\))?\s*$')
 
 
 def parse(spec: str) -> list[tuple[str, tuple]]:
   """'random_crop(256)|flip_lr' -> [('random_crop', (256,)), ('flip_lr', ())]."""
-  ops = []
-  for part in filter(str.strip, spec.split('|')):
-    match = _OP_RE.match(part)
-    if not match or match.group(1) not in OPS:
-      raise ConfigError(f'unknown segmentation augmentation op {part.strip()!r}; known: '
-                        f'{", ".join(OPS)}')
-    args = match.group(2)
-    try:
-      values = ast.literal_eval(f'({args},)') if args and args.strip() else ()
-    except (ValueError, SyntaxError):
-      raise ConfigError(f'cannot read the arguments of augmentation op {part.strip()!r}') from None
-    ops.append((match.group(1), values))
-  names = [name for name, _ in ops]
-  if 'normalize' in names[:-1]:
-    raise ConfigError(f'augmentation op {names[names.index("normalize") + 1]!r} comes after '
-                      f'normalize, but ops work on pixels in [0, 1]: put normalize last in {spec!r}')
-  return ops
+  return augment.parse(spec, OPS, 'segmentation augmentation op')
 
 
 def make_paired_augment(spec: str, channel_stats=None, ignore_label: int = 255,
