@@ -7,9 +7,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(name: str, **overrides):
-  """configs/classification/<name>.py's config with dotted overrides ('train.num_steps': 10)."""
-  path = os.path.join(REPO, 'configs', 'classification', f'{name}.py')
+def load_config(name: str, kind: str = 'classification', **overrides):
+  """configs/<kind>/<name>.py's config with dotted overrides ('train.num_steps': 10)."""
+  path = os.path.join(REPO, 'configs', kind, f'{name}.py')
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

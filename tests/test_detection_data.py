@@ -13,6 +13,7 @@ from research.data.builders import mnist_detection as md
 from research.data.in_memory import InMemoryLoader, eval_batches
 from research.errors import ConfigError, DatasetNotFoundError
 from tests.conftest import prepared
+from tests.helpers import load_config
 
 MNIST = '/work/shared/datasets/mnist'
 
@@ -241,13 +242,6 @@ def test_batches_carry_the_boxes_of_their_images():
 
 
 def _config(data_dir, **overrides):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      'mnist_yolo', os.path.join(os.path.dirname(__file__), '..', 'configs', 'detection',
-                                 'mnist_yolo.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
   settings = {'data.data_dir': data_dir, 'data.train_split': 'train[:512]',
               'data.eval_splits.test': 'test[:64]', 'model.widths': (8, 16, 32, 32),
               'model.depths': (0, 1, 0), 'detection.head_hidden': 32, 'train.batch_size': 32,
@@ -255,13 +249,7 @@ def _config(data_dir, **overrides):
               'train.eval_every': 15, 'train.checkpoint_every': 15,
               'schedule.warmup_steps': 5, 'detection.report_images': 4}
   settings.update(overrides)
-  for dotted, value in settings.items():
-    *path, key = dotted.split('.')
-    node = config
-    for part in path:
-      node = node[part]
-    node[key] = value
-  return config
+  return load_config('mnist_yolo', 'detection', **settings)
 
 
 def test_detection_config_is_checked():

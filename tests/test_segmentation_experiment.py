@@ -1,6 +1,5 @@
 """The segmentation experiment end to end, shrunk: ISBI U-Net on real slices (a couple of dozen
 steps, the report and its PNGs), the configs' validation, Oxford-IIIT Pet on mock data."""
-import importlib.util
 import json
 import os
 
@@ -12,23 +11,12 @@ from experiments import segmentation
 from research.errors import ConfigError
 from research.tasks.segmentation import config as segmentation_config
 from tests.conftest import prepared
-from tests.helpers import REPO
+from tests.helpers import load_config
 from tests.test_segmentation_data import fake_source
 
 
 def load(name: str, **overrides):
-  path = os.path.join(REPO, 'configs', 'segmentation', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for dotted, value in overrides.items():
-    *path, key = dotted.split('.')
-    node = config
-    for part in path:
-      node = node[part]
-    node[key] = value
-  return config
+  return load_config(name, 'segmentation', **overrides)
 
 
 TINY = {'model.depth': 2, 'model.base_width': 4, 'train.batch_size': 2, 'train.log_every': 6,
