@@ -42,3 +42,22 @@ def assert_trees_identical(a, b):
     x, y = np.asarray(x), np.asarray(y)
     assert x.dtype == y.dtype and x.shape == y.shape
     assert x.tobytes() == y.tobytes(), f'max abs diff {np.max(np.abs(x - y))}'
+
+
+def run_interrupted(run, config, workdir: str, monkeypatch, after_batches: int = 12) -> None:
+  """`run(config, workdir)` stopped by a KeyboardInterrupt once the training loader has served
+  `after_batches` batches (as Ctrl-C would stop it); the loader is restored afterwards."""
+  import pytest
+  from research import data
+  original_next, calls = data.InMemoryLoader.__next__, []
+
+  def interrupt(self):
+    calls.append(1)
+    if len(calls) > after_batches:
+      raise KeyboardInterrupt
+    return original_next(self)
+
+  monkeypatch.setattr(data.InMemoryLoader, '__next__', interrupt)
+  with pytest.raises(KeyboardInterrupt):
+    run(config, workdir)
+  monkeypatch.setattr(data.InMemoryLoader, '__next__', original_next)

@@ -313,9 +313,8 @@ def test_pruned_training_in_the_shared_loop_resumes_bit_identically(mnist_data_d
   import functools
   import os
   from experiments import classification
-  from research import data
   from research.training import checkpointing, loop
-  from tests.helpers import assert_trees_identical, small_mnist
+  from tests.helpers import assert_trees_identical, run_interrupted, small_mnist
   config = small_mnist(mnist_data_dir)  # LeNet-5, 30 steps, checkpoints every 5
   prune = PruningConfig(sparsity=0.8, initial_sparsity=0.2, scope='per_layer', begin_step=2,
                         update_every=4, num_updates=5)  # mask updates at 2, 6, ..., 22
@@ -323,19 +322,8 @@ def test_pruned_training_in_the_shared_loop_resumes_bit_identically(mnist_data_d
       loop.run, wrap_optimizer=lambda optimizer: pruning.wrap(optimizer, prune)))
   classification.run(config, str(tmp_path / 'straight'))
 
-  original_next, calls = data.InMemoryLoader.__next__, []
-
-  def interrupt_after_12(self):
-    calls.append(1)
-    if len(calls) > 12:
-      raise KeyboardInterrupt
-    return original_next(self)
-
-  monkeypatch.setattr(data.InMemoryLoader, '__next__', interrupt_after_12)
-  with pytest.raises(KeyboardInterrupt):
-    classification.run(config, str(tmp_path / 'resumed'))
+  run_interrupted(classification.run, config, str(tmp_path / 'resumed'), monkeypatch)
   assert sorted(os.listdir(tmp_path / 'resumed' / 'checkpoints')) == ['10', '5']
-  monkeypatch.setattr(data.InMemoryLoader, '__next__', original_next)
   classification.run(config, str(tmp_path / 'resumed'))  # resumes at step 10, mid-schedule
 
   straight = checkpointing.load_state(str(tmp_path / 'straight'))

@@ -9,10 +9,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import classification
-from research import data
 from research.training import checkpointing
 from research.errors import CheckpointError, NonFiniteLossError
-from tests.helpers import assert_trees_identical, load_config, small_mnist
+from tests.helpers import assert_trees_identical, load_config, run_interrupted, small_mnist
 
 
 def test_cifar10_resnet20_config_runs_on_mock_data(tmp_path):
@@ -46,19 +45,8 @@ def test_interrupted_run_resumes_bit_identically(mnist_data_dir, tmp_path, monke
   config = small_mnist(mnist_data_dir, model='mnist_cnn')  # BatchNorm and dropout exercised
   classification.run(config, str(tmp_path / 'straight'))
 
-  original_next, calls = data.InMemoryLoader.__next__, []
-
-  def interrupt_after_12(self):
-    calls.append(1)
-    if len(calls) > 12:
-      raise KeyboardInterrupt
-    return original_next(self)
-
-  monkeypatch.setattr(data.InMemoryLoader, '__next__', interrupt_after_12)
-  with pytest.raises(KeyboardInterrupt):
-    classification.run(config, str(tmp_path / 'resumed'))
+  run_interrupted(classification.run, config, str(tmp_path / 'resumed'), monkeypatch)
   assert sorted(os.listdir(tmp_path / 'resumed' / 'checkpoints')) == ['10', '5']
-  monkeypatch.setattr(data.InMemoryLoader, '__next__', original_next)
   classification.run(config, str(tmp_path / 'resumed'))  # resumes at step 10
 
   straight = checkpointing.load_state(str(tmp_path / 'straight'))
@@ -216,18 +204,7 @@ def test_reduce_on_plateau_scales_the_learning_rate_and_resumes_exactly(mnist_da
   assert rates[5] == pytest.approx(lr) and rates[6] == pytest.approx(lr)
   assert rates[11] == pytest.approx(lr * 0.5) and rates[16] == pytest.approx(lr * 0.25)
 
-  original_next, calls = data.InMemoryLoader.__next__, []
-
-  def interrupt_after_12(self):
-    calls.append(1)
-    if len(calls) > 12:
-      raise KeyboardInterrupt
-    return original_next(self)
-
-  monkeypatch.setattr(data.InMemoryLoader, '__next__', interrupt_after_12)
-  with pytest.raises(KeyboardInterrupt):
-    classification.run(config, str(tmp_path / 'resumed'))
-  monkeypatch.setattr(data.InMemoryLoader, '__next__', original_next)
+  run_interrupted(classification.run, config, str(tmp_path / 'resumed'), monkeypatch)
   classification.run(config, str(tmp_path / 'resumed'))  # resumes at step 10, scale 0.5 kept
   assert_trees_identical(checkpointing.load_state(str(tmp_path / 'straight')),
                          checkpointing.load_state(str(tmp_path / 'resumed')))
