@@ -57,6 +57,22 @@ def teacher_logits(teachers, images: np.ndarray, batch_size: int = 1000) -> np.n
   return np.stack(outputs, axis=1).astype(np.float32)
 
 
+def with_hint(student, teachers, dist, sample: np.ndarray, input_shape: tuple):
+  """(the model to train, (teacher map name, weight) or None): the student alone, or with
+  FitNets' regressor onto the first teacher's map; unknown map names raise ConfigError."""
+  if not dist.hint_student:
+    return student, None
+  teacher = teachers[0]
+  x = teacher.preprocess(sample, jax.random.key(0))
+  _, features = jax.eval_shape(
+      lambda: teacher.model.apply(teacher.variables, x, return_features=True))
+  channels = distillation_lib.feature_map(features, dist.hint_teacher,
+                                          f'teacher {teacher.spec}').shape[-1]
+  model = distillation_lib.StudentWithHint(student, dist.hint_student, channels)
+  jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, *input_shape), np.float32)))
+  return model, (dist.hint_teacher, dist.hint_weight)
+
+
 def run(config, workdir: str) -> dict:
   d, dist = config.data, config.distillation
   dataset = labelled_images.load(d, config.train.batch_size, config.seed)
@@ -76,16 +92,7 @@ def run(config, workdir: str) -> dict:
                         f'student\'s data has {tuple(dataset.sample.shape[1:])}')
 
   # FitNets hints: the student with its regressor onto the teacher's map.
-  hint, model = None, student
-  if dist.hint_student:
-    teacher = teachers[0]
-    x = teacher.preprocess(dataset.sample, jax.random.key(0))
-    _, features = jax.eval_shape(
-        lambda: teacher.model.apply(teacher.variables, x, return_features=True))
-    channels = distillation_lib.feature_map(features, dist.hint_teacher, f'teacher {teacher.spec}').shape[-1]
-    model = distillation_lib.StudentWithHint(student, dist.hint_student, channels)
-    jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, *input_shape), np.float32)))
-    hint = (dist.hint_teacher, dist.hint_weight)
+  model, hint = with_hint(student, teachers, dist, dataset.sample, input_shape)
 
   # Without augmentation a teacher's logits are a pure function of the example: compute once.
   deterministic = not any(name in RANDOM_OPS for name, _ in augment.parse(d.train_ops))
@@ -113,7 +120,11 @@ def run(config, workdir: str) -> dict:
 
 def check(config) -> str:
   teachers = [load_teacher(spec) for spec in config.distillation.teachers]
-  student = models.build_model(config.model, 10)
+  dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
+  student = models.build_model(config.model, dataset.num_classes)
+  eval_preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)
+  input_shape = jax.eval_shape(eval_preprocess, dataset.sample, jax.random.key(0)).shape[1:]
+  with_hint(student, teachers, config.distillation, dataset.sample, input_shape)
   return (f'student {config.model.name}, teachers: '
           f'{", ".join(t.spec for t in teachers) or "none (from scratch)"}; '
           f'{type(student).__name__} built')

@@ -64,6 +64,7 @@ def split_workdirs(spec: str) -> list[str]:
 def evaluate(args) -> dict:
   run = predict.open_run(args.workdir, args.step)
   views = predict.parse_views(args.tta)
+  members = split_workdirs(args.ensemble) if args.ensemble else []  # checked before inference
   images, labels, extra, names = split_arrays(run, args.split, args.dataset)
   if labels.max(initial=0) >= run.num_classes:
     raise ConfigError(f'{args.split} has labels up to {labels.max()} but the run has '
@@ -89,7 +90,6 @@ def evaluate(args) -> dict:
                    calibration_labels=c_labels, calibration_split=calibration_split)
   if views:
     options['tta'] = (predict.probabilities(run, images, views), views)
-  members = split_workdirs(args.ensemble) if args.ensemble else []
   if members or args.last_checkpoints:
     runs = [predict.open_run(m.strip(), None) for m in members if os.path.abspath(m.strip())
             != os.path.abspath(args.workdir)]

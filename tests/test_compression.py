@@ -124,6 +124,16 @@ def test_other_config_mistakes_are_config_errors():
     pruning.prunable(made_up_params(), PruningConfig(sparsity=0.5, include='nothing_like_this'))
 
 
+def test_a_source_that_is_no_trained_run_names_what_it_is(tmp_path):
+  from research.compression import trained
+  (tmp_path / 'file').write_text('')
+  (tmp_path / 'empty').mkdir()
+  for name, message in (('missing', 'does not exist'), ('file', 'is no directory'),
+                        ('empty', 'holds no config.json')):
+    with pytest.raises(ConfigError, match=f'{name} {message}: give the workdir of a trained run'):
+      trained.load(str(tmp_path / name))
+
+
 # ------------------------------------------------------------------ training with the wrapper
 
 _STEPS = {}

@@ -201,3 +201,16 @@ def test_bad_teachers_and_hints_are_one_line(teacher, mnist_data_dir, tmp_path, 
   config = small(mnist_data_dir, **{'distillation.teachers': (teacher,), **overrides})
   with pytest.raises(ConfigError, match=message):
     distillation.run(config, str(tmp_path / 'w'))
+
+
+@pytest.mark.real_data
+def test_dry_run_checks_hint_names_and_checkpoint_names(teacher, mnist_data_dir):
+  from experiments import distillation
+  config = small(mnist_data_dir, **{'distillation.teachers': (teacher,),
+                                    'distillation.hint_student': 'stage7',
+                                    'distillation.hint_teacher': 'stage2'})
+  with pytest.raises(ConfigError, match="returns no feature map 'stage7'"):
+    distillation.check(config)
+  config = small(mnist_data_dir, **{'distillation.teachers': (teacher + '@bogus',)})
+  with pytest.raises(ConfigError, match=r"@bogus: unknown checkpoint 'bogus'; use .*@best"):
+    distillation.check(config)

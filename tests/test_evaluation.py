@@ -191,6 +191,7 @@ def test_the_command_writes_everything_and_never_touches_checkpoints(tiny_runs):
 @pytest.mark.real_data
 @pytest.mark.parametrize('args,message', [
     (['--ensemble={five}'], 'cannot ensemble'),
+    (['--ensemble=/nonexistent/run'], "--ensemble: '/nonexistent/run' is no workdir"),
     (['--groups=writer_population'], "no feature 'writer_population' to group by; its features: "
                                      'none besides image and label; read the split from a dataset '
                                      'that has it, e.g. --dataset=mnist_writers'),

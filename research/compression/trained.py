@@ -26,6 +26,10 @@ def load(workdir: str, step='latest', seed: int | None = None) -> TrainedRun:
   as the run did); `seed`, if given, replaces the run's seed for the training data's order.
   Raises ConfigError without config.json, CheckpointError without the step."""
   path = os.path.join(workdir, 'config.json')
+  if not os.path.isdir(workdir):
+    raise ConfigError(f'{workdir} is no directory: give the workdir of a trained run'
+                      if os.path.exists(workdir) else
+                      f'{workdir} does not exist: give the workdir of a trained run')
   if not os.path.isfile(path):
     raise ConfigError(f'{workdir} holds no config.json: give the workdir of a trained run')
   with open(path) as f:

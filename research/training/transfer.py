@@ -31,10 +31,14 @@ def path_of(key_path) -> str:
 
 
 def split_step(spec: str) -> tuple[str, str | None]:
-  """'runs/x@best' -> ('runs/x', 'best'); 'runs/x' -> ('runs/x', None)."""
+  """'runs/x@best' -> ('runs/x', 'best'); 'runs/x' -> ('runs/x', None). Raises ConfigError
+  for an existing workdir followed by an unknown step ('runs/x@bogus')."""
   path, at, step = spec.rpartition('@')
   if at and (step in ('best', 'latest') or step.isdigit()):
     return path, step
+  if at and os.path.isdir(path) and not os.path.exists(spec):
+    raise ConfigError(f'{spec}: unknown checkpoint {step!r}; use {path}@best, @latest or '
+                      '@<step number>')
   return spec, None
 
 
