@@ -66,7 +66,8 @@ def run(config, workdir: str) -> dict:
   task = detection(
       model, anchors, image_size, dataset.num_classes, dataset.channel_stats,
       loss_config=LossConfig(det.box_loss, det.box_weight, det.object_weight,
-                             det.background_weight, det.class_weight, det.ignore_iou),
+                             det.background_weight, det.class_weight, det.ignore_iou,
+                             det.object_target_iou),
       augmentation=Augmentation(det.flip_prob, tuple(det.scale), det.translate, det.min_visible),
       post=PostProcess(det.score_threshold, det.nms_iou, det.max_detections, det.pre_nms_top_k),
       match_score=det.match_score, eval_sets=dataset.eval_sets,

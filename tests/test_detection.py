@@ -184,6 +184,33 @@ def test_loss_vanishes_for_a_perfect_prediction_and_grows_when_shifted():
   assert float(jax.jit(loss)(wrong_class, gt)['class'][0]) > 10
 
 
+def test_iou_aware_objectness_targets_the_fit_of_the_box_without_moving_it():
+  boxes, classes, mask = BOXES[None], CLASSES[None], MASK[None]
+  raw, t = _perfect_prediction(boxes, classes, mask)
+  assert float(t['object'][0, 2, 2, 1]) == 1  # a responsible anchor, moved off its box:
+  moved = raw.at[0, 2, 2, 1, 0].add(0.8).at[0, 2, 2, 1, 3].add(-0.3)
+  a = np.asarray(decode_boxes(moved, ANCHORS, (32, 32))[0, 2, 2, 1], np.float64)
+  b = np.asarray(t['boxes'][0, 2, 2, 1], np.float64)
+  w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+  inter = max(w, 0) * max(h, 0)
+  fit = inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+  assert 0.3 < fit < 0.9
+  bce = lambda x, y: np.log1p(np.exp(-abs(x))) + max(x, 0) - x * y  # BCE with logits
+  logit, r = float(moved[0, 2, 2, 1, 4]), 0.7
+  terms = lambda **kw: yolo_loss(moved, boxes, classes, mask, ANCHORS, (32, 32),
+                                 LossConfig(**kw))['object'][0]
+  # Only that anchor's target changes (the others fit their boxes: IoU 1, target 1 either way).
+  np.testing.assert_allclose(float(terms(object_target_iou=r)) - float(terms()),
+                             bce(logit, 1 - r + r * fit) - bce(logit, 1.0), atol=2e-4)
+  # The IoU is a target, not a path: the objectness term moves no box coordinate.
+  box_gradient = jax.grad(lambda x: yolo_loss(x, boxes, classes, mask, ANCHORS, (32, 32),
+                                              LossConfig(object_target_iou=r))['object'][0])(moved)
+  assert float(jnp.max(jnp.abs(box_gradient[..., :4]))) == 0.0
+  assert float(jnp.abs(box_gradient[0, 2, 2, 1, 4])) > 0.1
+  with pytest.raises(ConfigError, match=r'object_target_iou must be in \[0, 1\], got 1.5'):
+    LossConfig(object_target_iou=1.5)
+
+
 def test_loss_ignores_padding_and_good_non_responsible_predictions():
   boxes, classes, mask = BOXES[None], CLASSES[None], MASK[None]
   raw, t = _perfect_prediction(boxes, classes, mask)

@@ -35,6 +35,7 @@ def detection_config() -> ml_collections.ConfigDict:
   d.background_weight = 1.0
   d.class_weight = 1.0
   d.ignore_iou = 0.5              # YOLOv3 ignore rule; >= 1 turns it off
+  d.object_target_iou = 0.0       # r: objectness target 1 - r + r IoU (YOLOv5); 0 = YOLOv3's 1
   # Augmentation (research/data/box_augment.py)
   d.flip_prob = 0.0               # mirrors change digits: 0 for MNIST
   d.scale = (1.0, 1.0)            # zoom range; (1, 1) = off

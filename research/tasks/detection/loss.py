@@ -3,7 +3,10 @@
 For each image (targets from targets.assign_targets, boxes decoded as in decode.py):
 
   objectness   binary cross-entropy with logits at every cell and anchor: target 1 at the
-               responsible anchors (weight `object_weight`), 0 elsewhere (weight
+               responsible anchors (or, with `object_target_iou` r > 0, 1 - r + r IoU of the
+               decoded box with its ground truth, the IoU without gradient: YOLOv5's IoU-aware
+               objectness, so that scores rank detections by how well they fit; weight
+               `object_weight`), 0 elsewhere (weight
                `background_weight`), except that a non-responsible prediction whose decoded box
                has IoU > `ignore_iou` with some ground-truth box of the image is left out of the
                loss (YOLOv3's ignore rule: it found an object, just not as the responsible
@@ -39,6 +42,7 @@ class LossConfig:
   background_weight: float = 1.0
   class_weight: float = 1.0
   ignore_iou: float = 0.5
+  object_target_iou: float = 0.0  # r: responsible anchors' objectness target 1 - r + r IoU
 
   def __post_init__(self):
     if self.box_loss not in BOX_LOSSES:
@@ -46,6 +50,9 @@ class LossConfig:
     for name in ('box_weight', 'object_weight', 'background_weight', 'class_weight'):
       if getattr(self, name) < 0:
         raise ConfigError(f'detection.{name} must be >= 0, got {getattr(self, name)}')
+    if not 0 <= self.object_target_iou <= 1:
+      raise ConfigError(f'detection.object_target_iou must be in [0, 1], got '
+                        f'{self.object_target_iou}')
 
 
 def yolo_loss(raw, boxes, classes, mask, anchors, image_size, config: LossConfig = LossConfig()):
@@ -71,13 +78,16 @@ def yolo_loss(raw, boxes, classes, mask, anchors, image_size, config: LossConfig
   ignored = (responsible == 0) & (best > config.ignore_iou)
   weights = jnp.where(responsible > 0, config.object_weight,
                       jnp.where(ignored, 0.0, config.background_weight))
-  bce = optax.sigmoid_binary_cross_entropy(raw[..., 4], responsible)
-  object_term = weights * bce
-
   # Box regression on the decoded boxes of responsible anchors (a unit box stands in for the
   # target elsewhere, so that no term anywhere divides by zero).
   unit = jnp.asarray([0.0, 0.0, 1.0, 1.0], jnp.float32)
   target_boxes = jnp.where(responsible[..., None] > 0, targets['boxes'], unit)
+  fit = jax.lax.stop_gradient(box_ops.iou(predicted, target_boxes))
+  r = config.object_target_iou
+  object_target = responsible * (1.0 - r + r * fit)
+  bce = optax.sigmoid_binary_cross_entropy(raw[..., 4], object_target)
+  object_term = weights * bce
+
   box_term = responsible * (1.0 - BOX_LOSSES[config.box_loss](predicted, target_boxes))
 
   class_term = responsible * optax.softmax_cross_entropy_with_integer_labels(
