@@ -72,17 +72,16 @@ CHOICES = {'method': ('ptq', 'qat', 'prune'), 'schedule': ('gradual', 'one_shot'
 def from_config(config) -> tuple[dict, str, int]:
   """(the settings as the flags name them, the trained run, the seed) of a config file with a
   `compression` section; unknown keys and values are ConfigErrors."""
-  import difflib
+  from research.config import unknown_key_message
   section = config.get('compression')
   if section is None:
     raise ConfigError("the config has no 'compression' section (see "
                       "configs/compression/mnist_lenet5_pruning.py)")
   section = section.to_dict()
-  for key in section:
-    if key not in SETTINGS + ('source',):
-      close = difflib.get_close_matches(key, SETTINGS + ('source',), 1)
-      raise ConfigError(f'unknown config key compression.{key}'
-                        + (f"; did you mean '{close[0]}'?" if close else ''))
+  message = unknown_key_message({'compression': section},
+                                {'compression': dict.fromkeys(SETTINGS + ('source',))})
+  if message:
+    raise ConfigError(message)
   values = {name: section.get(name, flags.FLAGS[name].default) for name in SETTINGS}
   for name, choices in CHOICES.items():
     if values[name] not in choices:

@@ -46,20 +46,11 @@ def first_sentence(docstring: str) -> str:
 def check_override_keys(config, extra: list[str]) -> None:
   """Each `--config.a.b=v` names a key of the config (free-form sections excepted): typos are
   caught without running anything (the real launch also dry-runs its first run)."""
-  import difflib
-  from research.config import FREE_FORM
-  for override in extra:
-    dotted = override.split('=', 1)[0][len('--config.'):]
-    node, parts = config, dotted.split('.')
-    for i, part in enumerate(parts):
-      if '.'.join(parts[:i]) in FREE_FORM:
-        break
-      if not hasattr(node, 'keys') or part not in node:
-        known = list(node.keys()) if hasattr(node, 'keys') else []
-        close = difflib.get_close_matches(part, known, 1)
-        raise ConfigError(f"unknown config key '{dotted}'"
-                          + (f" (did you mean '{close[0]}'?)" if close else ''))
-      node = node[part]
+  from research.config import nested, unknown_key_message
+  keys = [override.split('=', 1)[0][len('--config.'):] for override in extra]
+  message = unknown_key_message(nested(keys), config)
+  if message:
+    raise ConfigError(message)
 
 
 def plan(config_path: str, sweep_dir: str, extra: list[str]) -> tuple[list, dict]:

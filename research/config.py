@@ -104,9 +104,13 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def _is_section(value) -> bool:
+  return isinstance(value, (dict, ml_collections.ConfigDict)) and len(value) > 0
+
+
 def _leaf_paths(config, prefix):
   for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict) and len(value):
+    if _is_section(value):
       yield from _leaf_paths(value, f'{prefix}{key}.')
     else:
       yield f'{prefix}{key}'
@@ -120,17 +124,30 @@ def _unknown_keys(config, schema, prefix=''):
       continue
     if key not in schema:
       close = difflib.get_close_matches(key, list(schema.keys()), n=1, cutoff=0.6)
-      paths = (list(_leaf_paths(value, path + '.'))
-               if isinstance(value, ml_collections.ConfigDict) and len(value) else [path])
+      paths = list(_leaf_paths(value, path + '.')) if _is_section(value) else [path]
       for leaf in paths:
         yield leaf, (close[0] if close else None), sorted(schema.keys())
-    elif isinstance(value, ml_collections.ConfigDict) and isinstance(schema[key],
-                                                                    ml_collections.ConfigDict):
+    elif _is_section(value) and _is_section(schema[key]):
       yield from _unknown_keys(value, schema[key], path + '.')
 
 
+def nested(dotted_keys) -> dict:
+  """{'a': {'b': None}} from ['a.b']: dotted keys as a tree to check with unknown_key_message."""
+  tree = {}
+  for dotted in dotted_keys:
+    node, parts = tree, dotted.split('.')
+    for part in parts[:-1]:
+      node = node.setdefault(part, {})
+      if not isinstance(node, dict):
+        break
+    else:
+      node.setdefault(parts[-1], None)
+  return tree
+
+
 def unknown_key_message(config, schema) -> str | None:
-  """The error for the first key of `config` that `schema` does not have, or None."""
+  """The error for the first key of `config` that `schema` does not have, or None. Both are
+  ConfigDicts or nested dicts (the leaves' values do not matter)."""
   for path, close, known in _unknown_keys(config, schema):
     hint = f" (did you mean {close!r}?)" if close else f'; known keys there: {", ".join(known)}'
     return f'unknown config key {path!r}{hint}'

@@ -30,7 +30,7 @@ def config_with(**compression):
 
 
 @pytest.mark.parametrize('section,message', [
-    ({'sparsty': 0.5}, "unknown config key compression.sparsty; did you mean 'sparsity'"),
+    ({'sparsty': 0.5}, "unknown config key 'compression.sparsty' \\(did you mean 'sparsity'\\?\\)"),
     ({'method': 'quantize'}, "compression.method='quantize' is not one of ptq, qat, prune"),
     ({'schedule': 'cubic'}, "compression.schedule='cubic' is not one of gradual, one_shot"),
     ({'source': ''}, 'compression.source must name the trained run'),
