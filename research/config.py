@@ -173,6 +173,11 @@ def validate(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDic
   if config.experiment not in EXPERIMENTS:
     raise ConfigError(f'config.experiment {config.experiment!r} names no experiment module; '
                       f'known: {", ".join(EXPERIMENTS)}')
+  if schema is not None and schema.experiment != 'classification' \
+      and config.experiment != schema.experiment:
+    article = 'an' if schema.experiment[0] in 'aeiou' else 'a'
+    raise ConfigError(f"{article} {schema.experiment} config needs "
+                      f"experiment='{schema.experiment}', got {config.experiment!r}")
   if not config.model.name:
     raise ConfigError('config.model.name is empty: name a model from research.models.MODELS')
   t = config.train

@@ -84,3 +84,19 @@ def test_best_metric_defaults_to_early_stopping():
   config.train.best_metric, config.train.best_mode = 'val/accuracy', 'max'
   assert config_lib.best_metric(config) == ('val/accuracy', 'max')
   assert config_lib.best_metric(load_config('mnist_cnn')) == ('', '')
+
+
+@pytest.mark.parametrize('module,schema,article', [
+    ('research.tasks.segmentation.config', 'base_config', 'a'),
+    ('research.tasks.distillation', 'distillation_config', 'a'),
+    ('research.tasks.adversarial', 'adversarial_config', 'an'),
+    ('research.tasks.detection.config', 'detection_config', 'a')])
+def test_each_kinds_validate_refuses_another_kinds_experiment_name(module, schema, article):
+  import importlib
+  kind = importlib.import_module(module)
+  config = getattr(kind, schema)()
+  name = config.experiment
+  config.experiment = 'classification'
+  with pytest.raises(ConfigError, match=f"^{article} {name} config needs experiment='{name}', "
+                                        "got 'classification'$"):
+    kind.validate(config)

@@ -62,8 +62,6 @@ def adversarial_config() -> ml_collections.ConfigDict:
 def validate(config) -> None:
   config_lib.validate(config, adversarial_config())
   a = config.adversarial
-  if config.experiment != 'adversarial':
-    raise ConfigError(f"an adversarial config needs experiment='adversarial', got {config.experiment!r}")
   if a.method not in METHODS:
     raise ConfigError(f'adversarial.method {a.method!r} is not known; known: {", ".join(METHODS)}')
   if a.method != 'standard':

@@ -53,8 +53,6 @@ def distillation_config() -> ml_collections.ConfigDict:
 def validate(config) -> None:
   config_lib.validate(config, distillation_config())
   d = config.distillation
-  if config.experiment != 'distillation':
-    raise ConfigError(f"a distillation config needs experiment='distillation', got {config.experiment!r}")
   if d.temperature <= 0:
     raise ConfigError(f'distillation.temperature must be positive, got {d.temperature}')
   if not 0 <= d.alpha <= 1:

@@ -55,8 +55,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """config_lib.validate against the detection schema, then the detection section's values."""
   config_lib.validate(config, detection_config())
   d = config.detection
-  if config.experiment != 'detection':
-    raise ConfigError(f"a detection config needs experiment='detection', got {config.experiment!r}")
   if config.data.train_ops != 'normalize' or config.data.eval_ops != 'normalize':
     raise ConfigError("detection normalises images itself and augments them in detection.* "
                       "(boxes move with the pixels): leave data.train_ops and data.eval_ops at "

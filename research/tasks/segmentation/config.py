@@ -70,9 +70,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for the first unknown key or impossible value."""
   config_lib.validate(config, schema=base_config())
   s, d = config.segmentation, config.data
-  if config.experiment != 'segmentation':
-    raise ConfigError(f"config.experiment is {config.experiment!r}; segmentation configs use "
-                      "'segmentation'")
   if s.num_classes < 2:
     raise ConfigError(f'segmentation.num_classes must be at least 2, got {s.num_classes}')
   if len(s.class_names) != s.num_classes:
