@@ -8,6 +8,12 @@ Backbone: ResNet-18 (its stride-8 and stride-16 stages feed the skips; 11.8M par
 the FCNHead), trained from scratch on 1-channel EM slices, so that it fits 2 CPU cores. The
 paper's network is `--config.model.backbone=vgg16` (134M parameters, far too slow for a CPU);
 `--config.model.output_stride=8` gives a dilated ResNet whose skips need no upsampling.
+
+Measured (2026-11-30, 2 Intel Xeon (Sapphire Rapids) cores, nothing else running, seed 0):
+12 min 5 s for the whole command (1,500 steps at ~2.4 steps/s). Validation slices 25-29, whole
+images with 8-fold TTA: pixel accuracy 0.9004, membrane Dice 0.7537 (IoU 0.6047), mean IoU
+0.7436, adapted Rand error 0.407, variation of information 1.095; behind the U-Net on every
+number (its coarse stride-8 skips blur the 1-3 px membranes).
 """
 import ml_collections
 
