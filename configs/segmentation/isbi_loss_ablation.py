@@ -1,5 +1,6 @@
 """Ablation: loss (CE, soft Dice, CE + Dice, the U-Net paper's weighted CE) x with or without
-elastic deformation, for the U-Net of isbi_unet.py on ISBI 2012, 2 seeds, on a SHORTENED
+elastic deformation, for a U-Net of base width 16 (isbi_unet.py's depth, batch norm, upsampling,
+optimiser) on ISBI 2012, 2 seeds, on a SHORTENED
 schedule (each run a few minutes on one core; the headline run is isbi_unet.py).
 
     python -m experiments.sweep --config=configs/segmentation/isbi_loss_ablation.py \
@@ -39,6 +40,7 @@ _PHOTOMETRIC = 'brightness(0.1)|contrast(0.2)|normalize'
 
 def get_config():
   c = isbi_unet.get_config()
+  c.model.base_width = 16  # as measured
   c.data.train_ops = _COMMON + 'elastic(3, 10)|' + _PHOTOMETRIC
   c.train.num_steps = 600
   c.train.eval_every = 600
