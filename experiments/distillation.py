@@ -57,6 +57,19 @@ def teacher_logits(teachers, images: np.ndarray, batch_size: int = 1000) -> np.n
   return np.stack(outputs, axis=1).astype(np.float32)
 
 
+def check_teachers(teachers: list, dataset) -> list:
+  """The teachers, unless one has other classes or images than the student's data
+  (ConfigError naming it)."""
+  for t in teachers:
+    if t.num_classes != dataset.num_classes:
+      raise ConfigError(f'teacher {t.spec} has {t.num_classes} classes but the student\'s data '
+                        f'has {dataset.num_classes}: distil from a teacher of the same classes')
+    if t.raw_shape != tuple(dataset.sample.shape[1:]):
+      raise ConfigError(f'teacher {t.spec} was trained on {t.raw_shape} images but the '
+                        f'student\'s data has {tuple(dataset.sample.shape[1:])}')
+  return teachers
+
+
 def with_hint(student, teachers, dist, sample: np.ndarray, input_shape: tuple):
   """(the model to train, (teacher map name, weight) or None): the student alone, or with
   FitNets' regressor onto the first teacher's map; unknown map names raise ConfigError."""
@@ -82,14 +95,7 @@ def run(config, workdir: str) -> dict:
   input_shape = jax.eval_shape(eval_preprocess, dataset.sample, jax.random.key(0)).shape[1:]
 
   # The teachers: frozen, in eval mode, checked against the student's data.
-  teachers = [load_teacher(spec) for spec in dist.teachers]
-  for t in teachers:
-    if t.num_classes != dataset.num_classes:
-      raise ConfigError(f'teacher {t.spec} has {t.num_classes} classes but the student\'s data '
-                        f'has {dataset.num_classes}: distil from a teacher of the same classes')
-    if t.raw_shape != tuple(dataset.sample.shape[1:]):
-      raise ConfigError(f'teacher {t.spec} was trained on {t.raw_shape} images but the '
-                        f'student\'s data has {tuple(dataset.sample.shape[1:])}')
+  teachers = check_teachers([load_teacher(spec) for spec in dist.teachers], dataset)
 
   # FitNets hints: the student with its regressor onto the teacher's map.
   model, hint = with_hint(student, teachers, dist, dataset.sample, input_shape)
@@ -119,8 +125,9 @@ def run(config, workdir: str) -> dict:
 
 
 def check(config) -> str:
-  teachers = [load_teacher(spec) for spec in config.distillation.teachers]
   dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
+  teachers = check_teachers([load_teacher(spec) for spec in config.distillation.teachers],
+                            dataset)
   student = models.build_model(config.model, dataset.num_classes)
   eval_preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)
   input_shape = jax.eval_shape(eval_preprocess, dataset.sample, jax.random.key(0)).shape[1:]

@@ -64,7 +64,18 @@ def split_workdirs(spec: str) -> list[str]:
 def evaluate(args) -> dict:
   run = predict.open_run(args.workdir, args.step)
   views = predict.parse_views(args.tta)
-  members = split_workdirs(args.ensemble) if args.ensemble else []  # checked before inference
+  # Ensemble members are opened and checked before any inference.
+  members = split_workdirs(args.ensemble) if args.ensemble else []
+  runs = [predict.open_run(m.strip(), None) for m in members
+          if os.path.abspath(m.strip()) != os.path.abspath(args.workdir)]
+  if args.last_checkpoints:
+    from research.training import checkpointing
+    checkpointer = checkpointing.Checkpointer(args.workdir)
+    steps = sorted(checkpointer.all_steps())[-args.last_checkpoints:]
+    checkpointer.close()
+    runs += [predict.open_run(args.workdir, s) for s in steps if s != run.step]
+  if runs:
+    predict.check_compatible([run, *runs])
   images, labels, extra, names = split_arrays(run, args.split, args.dataset)
   if labels.max(initial=0) >= run.num_classes:
     raise ConfigError(f'{args.split} has labels up to {labels.max()} but the run has '
@@ -91,15 +102,6 @@ def evaluate(args) -> dict:
   if views:
     options['tta'] = (predict.probabilities(run, images, views), views)
   if members or args.last_checkpoints:
-    runs = [predict.open_run(m.strip(), None) for m in members if os.path.abspath(m.strip())
-            != os.path.abspath(args.workdir)]
-    if args.last_checkpoints:
-      from research.training import checkpointing
-      checkpointer = checkpointing.Checkpointer(args.workdir)
-      steps = sorted(checkpointer.all_steps())[-args.last_checkpoints:]
-      checkpointer.close()
-      runs += [predict.open_run(args.workdir, s) for s in steps if s != run.step]
-    predict.check_compatible([run, *runs])
     total = probs + sum(predict.probabilities(r, images) for r in runs)
     options['ensemble'] = (total / (1 + len(runs)),
                            [f'{args.workdir}@{run.step}'] + [f'{r.workdir}@{r.step}' for r in runs])

@@ -129,19 +129,19 @@ def _unknown_keys(config, schema, prefix=''):
         yield leaf, (close[0] if close else None), sorted(schema.keys())
     elif _is_section(value) and _is_section(schema[key]):
       yield from _unknown_keys(value, schema[key], path + '.')
+    elif _is_section(value) and not isinstance(schema[key], (dict, ml_collections.ConfigDict)):
+      for leaf in _leaf_paths(value, path + '.'):  # a key below a value, e.g. train.steps.x
+        yield leaf, None, f'{path!r} is a value, not a section'
 
 
 def nested(dotted_keys) -> dict:
   """{'a': {'b': None}} from ['a.b']: dotted keys as a tree to check with unknown_key_message."""
   tree = {}
-  for dotted in dotted_keys:
+  for dotted in sorted(dotted_keys, key=lambda k: -k.count('.')):  # 'a.b' before 'a'
     node, parts = tree, dotted.split('.')
     for part in parts[:-1]:
       node = node.setdefault(part, {})
-      if not isinstance(node, dict):
-        break
-    else:
-      node.setdefault(parts[-1], None)
+    node.setdefault(parts[-1], None)
   return tree
 
 
@@ -149,7 +149,8 @@ def unknown_key_message(config, schema) -> str | None:
   """The error for the first key of `config` that `schema` does not have, or None. Both are
   ConfigDicts or nested dicts (the leaves' values do not matter)."""
   for path, close, known in _unknown_keys(config, schema):
-    hint = f" (did you mean {close!r}?)" if close else f'; known keys there: {", ".join(known)}'
+    hint = (f" (did you mean {close!r}?)" if close else f': {known}' if isinstance(known, str)
+            else f'; known keys there: {", ".join(known)}')
     return f'unknown config key {path!r}{hint}'
   return None
 

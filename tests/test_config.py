@@ -100,3 +100,14 @@ def test_each_kinds_validate_refuses_another_kinds_experiment_name(module, schem
   with pytest.raises(ConfigError, match=f"^{article} {name} config needs experiment='{name}', "
                                         "got 'classification'$"):
     kind.validate(config)
+
+
+def test_override_keys_below_a_value_or_beside_their_parent_are_checked():
+  from research.config import nested, unknown_key_message
+  schema = config_lib.base_config()
+  assert nested(['train', 'train.num_stepz']) == {'train': {'num_stepz': None}}
+  assert unknown_key_message(nested(['train.num_stepz', 'train']), schema) == (
+      "unknown config key 'train.num_stepz' (did you mean 'num_steps'?)")
+  assert unknown_key_message(nested(['train.batch_size.x']), schema) == (
+      "unknown config key 'train.batch_size.x': 'train.batch_size' is a value, not a section")
+  assert unknown_key_message(nested(['train.batch_size', 'data.eval_splits.val']), schema) is None

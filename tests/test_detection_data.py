@@ -258,7 +258,9 @@ def test_detection_config_is_checked():
   for key, value, message in (('detection.max_boxes', 0, 'max_boxes must be at least 1'),
                               ('detection.scale', (1.2, 0.8), 'low <= high'),
                               ('data.train_ops', 'flip_lr|normalize', 'leave data.train_ops'),
-                              ('detection.nms_iou', 1.5, r'nms_iou must be in \[0, 1\]')):
+                              ('detection.nms_iou', 1.5, r'nms_iou must be in \[0, 1\]'),
+                              ('detection.object_target_iou', 1.5,
+                               r'object_target_iou must be in \[0, 1\], got 1.5')):
     with pytest.raises(ConfigError, match=message):
       validate(_config('', **{key: value}))
   config = _config('')

@@ -214,3 +214,6 @@ def test_dry_run_checks_hint_names_and_checkpoint_names(teacher, mnist_data_dir)
   config = small(mnist_data_dir, **{'distillation.teachers': (teacher + '@bogus',)})
   with pytest.raises(ConfigError, match=r"@bogus: unknown checkpoint 'bogus'; use .*@best"):
     distillation.check(config)
+  config = small(mnist_data_dir, **{'distillation.teachers': (teacher,), 'data.classes': (0, 1)})
+  with pytest.raises(ConfigError, match="has 10 classes but the student's data has 2"):
+    distillation.check(config)

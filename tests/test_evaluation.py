@@ -199,12 +199,18 @@ def test_the_command_writes_everything_and_never_touches_checkpoints(tiny_runs):
     (['--tta=rotate'], "unknown test-time view 'rotate'"),
     (['--calibration_split=test[:500]', '--split=test[:500]'], 'must differ from --split'),
 ])
-def test_bad_requests_are_one_line_errors(tiny_runs, args, message, capsys):
+def test_bad_requests_are_one_line_errors(tiny_runs, args, message, capsys, monkeypatch):
   from experiments import evaluate
+  inferences = []
+  original = predict.probabilities
+  monkeypatch.setattr(predict, 'probabilities',
+                      lambda *a, **k: inferences.append(1) or original(*a, **k))
   args = [a.format(**tiny_runs) for a in args]
   assert evaluate.main([f'--workdir={tiny_runs["a"]}', '--split=test[:500]', *args]) == 1
   errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith('error: ')]
   assert len(errors) == 1 and message in errors[0]
+  if any(a.startswith('--ensemble') for a in args):
+    assert not inferences  # ensemble members are opened and checked before any inference
 
 
 def test_a_workdir_without_a_checkpoint_is_one_line(tmp_path, capsys):

@@ -50,8 +50,9 @@ def open_run(workdir: str, step=None) -> Run:
   """The run in `workdir` at `step` (None: the latest; 'best'; a number)."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(path):
-    raise CheckpointError(f'{workdir} holds no run ('
-                          + ('no config.json)' if os.path.isdir(workdir) else 'no such directory)'))
+    why = ('no config.json' if os.path.isdir(workdir) else
+           'a file, not a workdir' if os.path.exists(workdir) else 'no such directory')
+    raise CheckpointError(f'{workdir} holds no run ({why})')
   config = ml_collections.ConfigDict(json.load(open(path)))
   checkpointer = checkpointing.Checkpointer(workdir)
   try:
