@@ -86,16 +86,23 @@ def with_hint(student, teachers, dist, sample: np.ndarray, input_shape: tuple):
   return model, (dist.hint_teacher, dist.hint_weight)
 
 
-def run(config, workdir: str) -> dict:
-  d, dist = config.data, config.distillation
-  dataset = labelled_images.load(d, config.train.batch_size, config.seed)
-  train_preprocess = data.make_preprocess(d.train_ops, dataset.channel_stats)
-  eval_preprocess = data.make_preprocess(d.eval_ops, dataset.channel_stats)
+def student_and_teachers(config):
+  """(the student's data, its eval preprocessing, the student, its input shape, the checked
+  teachers): what `run` trains and `check` (--dry_run) builds."""
+  dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
+  eval_preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)
   student = models.build_model(config.model, dataset.num_classes)
   input_shape = jax.eval_shape(eval_preprocess, dataset.sample, jax.random.key(0)).shape[1:]
+  teachers = check_teachers([load_teacher(spec) for spec in config.distillation.teachers],
+                            dataset)
+  return dataset, eval_preprocess, student, input_shape, teachers
 
-  # The teachers: frozen, in eval mode, checked against the student's data.
-  teachers = check_teachers([load_teacher(spec) for spec in dist.teachers], dataset)
+
+def run(config, workdir: str) -> dict:
+  d, dist = config.data, config.distillation
+  # The student's data and model; the teachers: frozen, in eval mode, checked against the data.
+  dataset, eval_preprocess, student, input_shape, teachers = student_and_teachers(config)
+  train_preprocess = data.make_preprocess(d.train_ops, dataset.channel_stats)
 
   # FitNets hints: the student with its regressor onto the teacher's map.
   model, hint = with_hint(student, teachers, dist, dataset.sample, input_shape)
@@ -125,12 +132,7 @@ def run(config, workdir: str) -> dict:
 
 
 def check(config) -> str:
-  dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
-  teachers = check_teachers([load_teacher(spec) for spec in config.distillation.teachers],
-                            dataset)
-  student = models.build_model(config.model, dataset.num_classes)
-  eval_preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)
-  input_shape = jax.eval_shape(eval_preprocess, dataset.sample, jax.random.key(0)).shape[1:]
+  dataset, _, student, input_shape, teachers = student_and_teachers(config)
   with_hint(student, teachers, config.distillation, dataset.sample, input_shape)
   return (f'student {config.model.name}, teachers: '
           f'{", ".join(t.spec for t in teachers) or "none (from scratch)"}; '
