@@ -101,6 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.early_stopping.mode = 'max'     # 'max' | 'min'
   c.early_stopping.patience = 5     # evaluations without improvement
   c.early_stopping.min_delta = 0.0
+  c.early_stopping.start_step = 0   # evaluations before this step are ignored (warmups, ramps)
   return c
 
 
@@ -197,6 +198,9 @@ def validate(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDic
   if config.early_stopping.metric and config.early_stopping.patience < 1:
     raise ConfigError(f'config.early_stopping.patience must be at least 1, got '
                       f'{config.early_stopping.patience}')
+  if config.early_stopping.start_step < 0:
+    raise ConfigError(f'config.early_stopping.start_step must be >= 0, got '
+                      f'{config.early_stopping.start_step}')
   for name in config.data.eval_splits:
     if '/' in name:
       raise ConfigError(f'eval split name {name!r} must not contain "/"')

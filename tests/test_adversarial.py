@@ -7,13 +7,15 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from research import attacks
 from research.errors import ConfigError
 from research.models import build_model
 from research.tasks import adversarial as adv
-from research.training.task import variables as make_variables
+from research.training import state as state_lib
+from research.training.task import Task, variables as make_variables
 
 
 def np_cross_entropy(logits, labels):
@@ -103,6 +105,37 @@ def test_pgd_training_loss_is_the_loss_at_an_attacked_point_inside_the_ball(tiny
   assert float(loss) == pytest.approx(expected, rel=1e-4)
 
 
+def test_eps_warmup_attacks_at_the_ramped_radius_and_the_loop_passes_the_step(tiny):
+  model, v, batch, _, normalize = tiny
+  x, y = jnp.asarray(batch['image'] / 255.0, jnp.float32), batch['label']
+  assert float(adv.training_eps_scale(0, 4)) == 0.25  # the first step already attacks
+  assert float(adv.training_eps_scale(2, 4)) == 0.75
+  assert float(adv.training_eps_scale(10, 4)) == 1.0 and adv.training_eps_scale(10, 0) == 1.0
+  task = task_for(tiny, method='pgd', eps=0.3, step_size=0.1, steps=5, eps_warmup_steps=4)
+  assert task.takes_step and not task_for(tiny, method='pgd').takes_step
+  f = lambda p: model.apply(v, normalize(p, None), train=False)
+  attack_key = jax.random.split(jax.random.key(1), 3)[1]
+  for step, scale in ((0, 0.25), (1, 0.5), (7, 1.0)):
+    loss, _ = task.train_loss(v['params'], v['batch_stats'], batch, jax.random.key(1),
+                              step=jnp.int32(step))
+    # Replayed by hand at eps and step size times (step + 1) / 4.
+    x_adv = attacks.pgd(f, x, y, attack_key, 0.3 * scale, 0.1 * scale, 5, 'linf')
+    assert float(jnp.max(jnp.abs(x_adv - x))) <= 0.3 * scale + 1e-6
+    expected = np_cross_entropy(train_logits(tiny, np.asarray(x_adv)), y).mean()
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+  # The shared train step hands the Task its step count (state.step) when it asks for it.
+  seen = []
+  probe = Task(train_loss=lambda p, s, b, r, step: (seen.append(step) or jnp.sum(p['w']),
+                                                         (s, {'count': jnp.float32(1)})),
+                   eval_sums=None, takes_step=True)
+  sgd = optax.sgd(0.1)
+  st = state_lib.TrainState(step=jnp.int32(5), params={'w': jnp.ones(2)}, batch_stats={},
+                            opt_state=sgd.init({'w': jnp.ones(2)}), rng=jax.random.PRNGKey(0),
+                            lr_scale=jnp.float32(1))
+  state_lib.make_train_step(probe, sgd, lambda s: 0.1)(st, {})
+  assert len(seen) == 1 and int(seen[0]) == 5
+
+
 def test_eval_sums_count_robust_examples_only_under_the_mask(tiny):
   _, v, batch, _, _ = tiny
   masked = dict(batch, mask=np.array([1, 1, 1, 1, 0, 0, 0, 0], np.float32))
@@ -149,7 +182,7 @@ def test_config_mistakes_are_refused(overrides, message):
 
 def test_every_shipped_config_is_valid():
   import importlib
-  for name in ('mnist_pgd', 'mnist_standard', 'mnist_fgsm_rs', 'mnist_trades'):
+  for name in ('mnist_pgd', 'mnist_standard', 'mnist_fgsm_rs', 'mnist_trades', 'mnist_ablation'):
     config = importlib.import_module(f'configs.adversarial.{name}').get_config()
     adv.validate(config)
     assert config.adversarial.test_eps == 0.3  # the issue's MNIST threat model
@@ -174,7 +207,7 @@ def small(data_dir, **overrides):
   config.train.update(batch_size=64, num_steps=250, num_epochs=0.0, log_every=50,
                       eval_every=125, checkpoint_every=125, eval_batch_size=500)
   config.schedule.warmup_steps = 20
-  config.adversarial.update(eps=0.1, test_eps=0.1, step_size=0.025, steps=5, test_split='test[:500]',
+  config.adversarial.update(eps_warmup_steps=50, eps=0.1, test_eps=0.1, step_size=0.025, steps=5, test_split='test[:500]',
                             test_pgd_steps=10, test_pgd_restarts=2, test_pgd_step_size=0.025,
                             test_apgd_steps=20, report_examples=500, curve_examples=200,
                             curve_eps=(0.0, 0.05, 0.1, 0.3))

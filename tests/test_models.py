@@ -27,6 +27,22 @@ def test_simple_cnn_parameter_count_by_hand():
   assert count_params(build_model({'name': 'simple_cnn'}, 10), (1, 28, 28, 1)) == expected
 
 
+def test_plain_cnns_parameter_counts_and_feature_maps_by_hand():
+  # Madry et al.: conv 5x5x1x32 + 32, conv 5x5x32x64 + 64, dense 7*7*64 x 1024 + 1024, 1024 x 10 + 10
+  madry = build_model({'name': 'madry_cnn'}, 10)
+  assert count_params(madry, (1, 28, 28, 1)) == 832 + 51_264 + 3_212_288 + 10_250
+  # Wong et al.: conv 4x4x1x16 + 16, conv 4x4x16x32 + 32, dense 7*7*32 x 100 + 100, 100 x 10 + 10
+  wong = build_model({'name': 'wong_cnn'}, 10)
+  assert count_params(wong, (1, 28, 28, 1)) == 272 + 8_224 + 156_900 + 1_010
+  for model, stages in ((madry, [(14, 14, 32), (7, 7, 64)]), (wong, [(14, 14, 16), (7, 7, 32)])):
+    x = jnp.ones((2, 28, 28, 1))
+    variables = model.init(jax.random.key(0), x)
+    assert set(variables) == {'params'}  # no BatchNorm statistics
+    _, features = model.apply(variables, x, return_features=True)
+    assert [features[f'stage{i}'].shape[1:] for i in (1, 2)] == stages
+    np.testing.assert_array_equal(model.apply(variables, x, train=True), model.apply(variables, x))
+
+
 @pytest.mark.parametrize('name,channels,sizes', [
     ('lenet5', 1, (28, 32, 40)), ('simple_cnn', 1, (28, 36)), ('resnet20', 3, (32, 24, 40))])
 def test_one_set_of_weights_runs_at_several_input_sizes(name, channels, sizes):

@@ -96,6 +96,19 @@ def test_early_stopping_and_rerun_of_a_finished_workdir(mnist_data_dir, tmp_path
 
 
 @pytest.mark.real_data
+def test_early_stopping_ignores_evaluations_before_its_start_step(mnist_data_dir, tmp_path):
+  # Evaluations at steps 4 (ignored), 8 (the first counted: the best), 12 and 16 (no
+  # improvement with min_delta 1.0): stops at 16 where it would stop at 12 without start_step.
+  config = small_mnist(mnist_data_dir, **{'early_stopping.metric': 'test/accuracy',
+                                          'early_stopping.patience': 2,
+                                          'early_stopping.min_delta': 1.0,
+                                          'early_stopping.start_step': 8,
+                                          'train.eval_every': 4, 'train.num_steps': 40})
+  summary = classification.run(config, str(tmp_path))
+  assert summary['stopped_early'] and summary['last_step'] == 16
+
+
+@pytest.mark.real_data
 def test_resume_with_a_different_config_is_refused(mnist_data_dir, tmp_path):
   classification.run(small_mnist(mnist_data_dir, **{'train.num_steps': 8}), str(tmp_path))
   changed = small_mnist(mnist_data_dir, **{'train.num_steps': 8, 'optimizer.learning_rate': 0.5})

@@ -6,21 +6,26 @@ import jax
 import jax.numpy as jnp
 
 from research.errors import ConfigError
-from research.models import alexnet_vgg, googlenet, mobile, resnet
+from research.models import alexnet_vgg, googlenet, mobile, plain_cnn, resnet
 from research.models.darknet import DarknetTiny
 from research.models.fcn import FCN
 from research.models.lenet import LeNet5
+from research.models.plain_cnn import PlainCNN
 from research.models.resnet_cifar import (CifarResNet, ResNet20, ResNet32, ResNet44, ResNet56,
                                           ResNet110)
 from research.models.simple_cnn import SimpleCNN
 from research.models.unet import UNet
 
-__all__ = ['FCN', 'MODELS', 'CifarResNet', 'DarknetTiny', 'LeNet5', 'SimpleCNN', 'UNet',
+__all__ = ['FCN', 'MODELS', 'CifarResNet', 'DarknetTiny', 'LeNet5', 'PlainCNN', 'SimpleCNN', 'UNet',
            'build_detector', 'build_model', 'count_params', 'model_arguments']
 
 MODELS = {
     'lenet5': LeNet5,
     'simple_cnn': SimpleCNN,
+    # Without normalisation layers, for adversarial training (research/models/plain_cnn.py).
+    'plain_cnn': PlainCNN,
+    'madry_cnn': plain_cnn.MadryCNN,
+    'wong_cnn': plain_cnn.WongCNN,
     'resnet20': ResNet20,
     'resnet32': ResNet32,
     'resnet44': ResNet44,

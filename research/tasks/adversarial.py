@@ -13,6 +13,11 @@ training, on images perturbed in pixel space ([0, 1] before normalisation).
   start in the ball, not TRADES' small Gaussian one).
 - `standard`: no attack.
 
+`eps_warmup_steps` > 0 ramps the training radius linearly, eps (s + 1) / n at step s < n, with
+the step size scaled alike (a curriculum on eps as in Gowal et al. 2018's IBP training and
+common in MNIST adversarial training, where PGD at the full radius from the first step can
+leave the network at chance for long). Evaluation always attacks at the full `eps`.
+
 Training attacks run the model in eval mode (running BatchNorm statistics, nothing updated)
 and are not differentiated through; the training forward passes are in train mode. Evaluation
 sums count clean accuracy and, with `eval_attack_steps > 0`, accuracy under PGD (an example is
@@ -42,6 +47,7 @@ def adversarial_config() -> ml_collections.ConfigDict:
   a.eps = 0.3                   # in [0, 1] pixels
   a.step_size = 0.01
   a.steps = 40                  # training attack steps (fgsm_rs: 1)
+  a.eps_warmup_steps = 0        # > 0: the training eps (and step size) ramp up linearly
   a.trades_beta = 6.0
   a.pixel_range = (0.0, 1.0)
   a.eval_attack_steps = 10      # PGD steps for the periodic eval splits' pgd_accuracy; 0 = none
@@ -68,6 +74,8 @@ def validate(config) -> None:
     attacks.check_attack_arguments(a.eps, a.step_size, tuple(a.pixel_range), a.norm, a.steps)
   if a.method == 'fgsm_rs' and a.steps != 1:
     raise ConfigError(f'fgsm_rs takes one step (adversarial.steps=1), got {a.steps}')
+  if a.eps_warmup_steps < 0:
+    raise ConfigError(f'adversarial.eps_warmup_steps must be >= 0, got {a.eps_warmup_steps}')
   if a.trades_beta < 0:
     raise ConfigError(f'adversarial.trades_beta must be >= 0, got {a.trades_beta}')
   if tuple(a.pixel_range) != (0.0, 1.0):
@@ -88,6 +96,14 @@ def validate(config) -> None:
     raise ConfigError('adversarial.eval_attack_steps and curve_eps must be >= 0')
 
 
+def training_eps_scale(step, warmup_steps: int):
+  """The fraction of eps the training attack uses at `step` (steps taken before this one):
+  (step + 1) / warmup_steps up to 1, so the first step already attacks; 1 without warmup."""
+  if warmup_steps <= 0:
+    return 1.0
+  return jnp.minimum(1.0, (jnp.asarray(step, jnp.float32) + 1.0) / warmup_steps)
+
+
 def kl_divergence(p_logits, q_logits):
   """Per-example KL(softmax(p) || softmax(q)), shape (B,)."""
   p_log = jax.nn.log_softmax(p_logits, axis=-1)
@@ -104,20 +120,22 @@ def adversarial(model, pixel_train, pixel_eval, normalize, a, top_k: int = 5) ->
   def logits_fn(variables, train: bool = False, **kwargs):
     return lambda x: model.apply(variables, normalize(x, jax.random.key(0)), train=train, **kwargs)
 
-  def attack(variables, x, y, key):
+  def attack(variables, x, y, key, step):
     f = logits_fn(jax.lax.stop_gradient(variables))
+    scale = training_eps_scale(step, a.eps_warmup_steps)
+    eps, step_size = a.eps * scale, a.step_size * scale
     if a.method == 'trades':
       clean = jax.lax.stop_gradient(f(x))
-      return attacks.pgd(f, x, clean, key, a.eps, a.step_size, a.steps, a.norm,
+      return attacks.pgd(f, x, clean, key, eps, step_size, a.steps, a.norm,
                          pixel_range=pixel_range, loss_fn=kl_divergence)
-    return attacks.pgd(f, x, y, key, a.eps, a.step_size, a.steps, a.norm,
+    return attacks.pgd(f, x, y, key, eps, step_size, a.steps, a.norm,
                        random_start=True, pixel_range=pixel_range)
 
-  def train_loss(params, batch_stats, batch, rng):
+  def train_loss(params, batch_stats, batch, rng, step=0):
     augment_key, attack_key, dropout_key = jax.random.split(rng, 3)
     x, y = pixel_train(batch['image'], augment_key), batch['label']
     variables = make_variables(params, batch_stats)
-    x_adv = x if a.method == 'standard' else attack(variables, x, y, attack_key)
+    x_adv = x if a.method == 'standard' else attack(variables, x, y, attack_key, step)
     rngs = {'dropout': dropout_key}
     if a.method == 'trades':
       clean_logits, updates = logits_fn(variables, True, rngs=rngs, mutable=['batch_stats'])(x)
@@ -148,4 +166,5 @@ def adversarial(model, pixel_train, pixel_eval, normalize, a, top_k: int = 5) ->
       sums['pgd_accuracy'] = jnp.sum(robust * batch['mask'])
     return sums
 
-  return Task(train_loss=train_loss, eval_sums=eval_sums, finalize=metrics.finalize)
+  return Task(train_loss=train_loss, eval_sums=eval_sums, finalize=metrics.finalize,
+              takes_step=a.eps_warmup_steps > 0)

@@ -234,6 +234,7 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
             state = state.replace(lr_scale=jax.device_put(np.float32(scale), replicated))
           if early:
             _check_monitored(es.metric, last_eval, 'early_stopping.metric')
+          if early and step >= es.start_step:
             early.update(step, last_eval)
             if early.state['evals_without_improvement'] >= es.patience:
               loop_state['stopped_early'] = True

@@ -44,6 +44,8 @@ def make_train_step(task: Task, optimizer, schedule, frozen_stats=None):
   def train_step(state: TrainState, batch, constants=None):
     rng = jax.random.fold_in(state.rng, state.step)
     extra = {} if task.constants is None else {'constants': constants}
+    if task.takes_step:
+      extra['step'] = state.step
     loss_fn = lambda params: task.train_loss(params, state.batch_stats, batch, rng, **extra)
     (_, (batch_stats, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = with_extra_args.update(grads, state.opt_state, state.params,

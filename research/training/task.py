@@ -10,7 +10,9 @@ metric, else the last) and its numbers join summary.json: for what sums cannot g
 attacks, region scores) and for pictures written into the workdir. `constants`, if given, is a
 pytree (e.g. a frozen teacher's variables) that the loop passes to `train_loss` and `eval_sums`
 as their keyword argument `constants`: an argument of the compiled steps (replicated), not
-arrays baked into the program. Each kind of experiment builds its Task in research/tasks/.
+arrays baked into the program. `takes_step=True` passes `train_loss` the keyword argument
+`step` (int32 scalar, the number of steps taken before this one) for schedules inside the
+loss, such as adversarial training's eps ramp. Each kind of experiment builds its Task in research/tasks/.
 """
 from typing import Any
 import dataclasses
@@ -26,6 +28,7 @@ class Task:
   finalize: Callable = metric_sums.finalize
   final_report: Callable | None = None
   constants: Any = None
+  takes_step: bool = False
 
 
 def variables(params, batch_stats):
