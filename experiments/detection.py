@@ -36,7 +36,7 @@ def build(config, num_classes: int, anchors, sample_shape) -> tuple:
   anchors differ from `anchors` or the grid does not divide the image."""
   det = config.detection
   model = models.build_detector(config.model, num_classes, det.num_anchors, det.feature,
-                                det.head_hidden, det.objectness_prior)
+                                det.head_hidden, det.objectness_prior, det.merge_feature)
   anchor_lib.check_anchors(anchors, model.num_anchors)
   shape = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), np.zeros(sample_shape)),
                                              np.zeros(sample_shape))).shape

@@ -428,6 +428,18 @@ def test_darknet_tiny_features_and_detector_on_it():
   with pytest.raises(ConfigError, match="no feature map 'stage9'"):
     bad = build_detector(config, 10, 3, feature='stage9')
     jax.eval_shape(bad.init, jax.random.key(0), x)
+  # YOLOv3's top-down path: stage3 (12x12x64) -> 1x1 conv to 32 -> x2 -> concatenated on stage2.
+  merged = build_detector(config, 10, 3, feature='stage2', hidden=16, merge='stage3')
+  v = jax.eval_shape(merged.init, jax.random.key(0), x)
+  assert jax.eval_shape(lambda: merged.apply(merged.init(jax.random.key(0), x), x)).shape == (
+      2, 24, 24, 3, 15)
+  assert v['params']['merge']['conv']['kernel'].shape == (1, 1, 64, 32)
+  assert v['params']['head']['conv']['conv']['kernel'].shape == (3, 3, 64, 16)  # 32 + 32 in
+  for feature, merge, message in (('stage2', 'stage9', "no feature map 'stage9'"),
+                                  ('stage1', 'stage3', "'stage3' \\(12x12\\) must be half")):
+    with pytest.raises(ConfigError, match=message):
+      bad = build_detector(config, 10, 3, feature=feature, merge=merge)
+      jax.eval_shape(bad.init, jax.random.key(0), x)
   with pytest.raises(ConfigError, match='one depth per stage'):
     jax.eval_shape(build_model({'name': 'darknet_tiny', 'depths': (1,)}, 10).init,
                    jax.random.key(0), x)

@@ -13,7 +13,15 @@ reported (Rice et al. 2020's early stopping against robust overfitting). The fin
 attacks the whole test split with PGD-40 x 3 restarts and APGD-CE (100 steps), plus the eps
 curve and the gradient-masking checks on the first 1,000.
 
-Measured: see the "Measured" line below (filled in from runs/pgd_at/summary.json).
+Measured (2026-11-30, 2 Intel Xeon (Sapphire Rapids) cores, nothing else running, seed 0),
+on the 10,000 MNIST test images at eps 0.3: clean 0.9901, PGD-40 x 3 restarts 0.9371, APGD-CE
+(100 steps) 0.9191 (targets: >= 0.985, >= 0.89, >= 0.88: met); the reported checkpoint is the
+last (step 5,900, val PGD-10 accuracy 0.945). Curve on the first 1,000: eps 0.1 0.980, 0.2
+0.966, 0.3 0.937, 0.4 0.000; random noise of size 0.3: 0.984; every gradient-masking check
+passes. 5 min 38 s for the whole command (328 s in the loop: 4 min of training at ~25 steps/s,
+the rest the report). The same recipe without the eps ramp: see the ablation
+(mnist_ablation.py). Before, the BatchNorm simple CNN with steps of 0.03 and no ramp reached
+0.9724 / 0.8200 / 0.7699 in 37 minutes.
 """
 import ml_collections
 

@@ -84,13 +84,14 @@ def count_params(model, input_shape) -> int:
 
 
 def build_detector(model_config, num_classes: int, num_anchors: int, feature: str = '',
-                   hidden: int = 256, objectness_prior: float | None = 0.01):
+                   hidden: int = 256, objectness_prior: float | None = 0.01, merge: str = ''):
   """A `blocks.Detector`: the zoo backbone `model_config` names (built as `build_model` does)
   with a YOLO head of `num_anchors` anchors and `num_classes` classes on its feature map
-  `feature` ('' = the last). Its outputs are (N, Sy, Sx, num_anchors, 5 + num_classes)."""
+  `feature` ('' = the last), optionally with the coarser map `merge` upsampled onto it
+  (blocks.Detector). Its outputs are (N, Sy, Sx, num_anchors, 5 + num_classes)."""
   from research.models.blocks import Detector
   if num_anchors < 1:
     raise ConfigError(f'a detector needs at least one anchor; got num_anchors={num_anchors}')
   backbone = build_model(model_config, num_classes)
   return Detector(backbone, feature=feature, num_anchors=num_anchors, num_classes=num_classes,
-                  hidden=hidden, objectness_prior=objectness_prior)
+                  hidden=hidden, objectness_prior=objectness_prior, merge=merge)

@@ -23,6 +23,7 @@ def detection_config() -> ml_collections.ConfigDict:
   d.drop_difficult = True         # drop objects flagged is_difficult (VOC)
   # Head and anchors
   d.feature = ''                  # the backbone feature map the head reads; '' = the last
+  d.merge_feature = ''            # a map of half its size, upsampled onto it (YOLOv3 top-down)
   d.head_hidden = 128             # channels of the head's 3x3 conv
   d.num_anchors = 3
   d.anchors = ()                  # ((w, h), ...) pixels; () = k-means (1 - IoU) on training boxes
