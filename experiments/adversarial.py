@@ -59,6 +59,13 @@ def final_report(model, pixel_eval, normalize, d, a, state, workdir) -> dict:
 def run(config, workdir: str) -> dict:
   d, a = config.data, config.adversarial
   dataset = labelled_images.load(d, config.train.batch_size, config.seed)
+  t = config.train
+  total_steps = t.num_steps if t.num_steps > 0 else max(
+      1, round(t.num_epochs * dataset.train_loader.steps_per_epoch))
+  if a.method != 'standard' and a.eps_warmup_steps > total_steps:
+    raise ConfigError(f'adversarial.eps_warmup_steps={a.eps_warmup_steps} is more than the '
+                      f'{total_steps} training steps: training would never reach eps '
+                      f'{a.eps:g}; lower it to at most {total_steps}')
   pixel_train, pixel_eval, normalize = pipelines(d, dataset.channel_stats)
   model = models.build_model(config.model, dataset.num_classes)
   sample = pixel_eval(dataset.sample, jax.random.key(0))
@@ -69,13 +76,14 @@ def run(config, workdir: str) -> dict:
       final_report, model, pixel_eval, normalize, d, a))
   return train_loop.run(config, workdir, model=model, task=task,
                         train_loader=dataset.train_loader, eval_sets=dataset.eval_sets,
-                        input_shape=input_shape)
+                        input_shape=input_shape, schema=adversarial_lib.adversarial_config())
 
 
 def check(config) -> str:
   a = config.adversarial
+  ramp = f', eps ramped over {a.eps_warmup_steps} steps' if a.eps_warmup_steps else ''
   return (f'{a.method} training of {config.model.name} at eps {a.eps:g} ({a.norm}, '
-          f'{a.steps} steps of {a.step_size:g})')
+          f'{a.steps} steps of {a.step_size:g}{ramp})')
 
 
 if __name__ == '__main__':

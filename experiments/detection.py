@@ -12,7 +12,7 @@ from research.cli import main_with
 from research.data import detection as detection_data
 from research.errors import ConfigError
 from research.tasks.detection import anchors as anchor_lib
-from research.tasks.detection.config import validate
+from research.tasks.detection.config import detection_config, validate
 from research.tasks.detection.decode import strides
 from research.tasks.detection.loss import LossConfig
 from research.tasks.detection.task import Augmentation, PostProcess, detection
@@ -77,7 +77,7 @@ def run(config, workdir: str) -> dict:
   # The shared loop: init or resume, train, evaluate, checkpoint, summarise, final report.
   return train_loop.run(config, workdir, model=model, task=task,
                         train_loader=dataset.train_loader, eval_sets=dataset.eval_sets,
-                        input_shape=dataset.sample.shape[1:])
+                        input_shape=dataset.sample.shape[1:], schema=detection_config())
 
 
 def check(config) -> str:

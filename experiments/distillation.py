@@ -128,7 +128,7 @@ def run(config, workdir: str) -> dict:
                                 for x in jax.tree.leaves(v)))})
   return train_loop.run(config, workdir, model=model, task=task,
                         train_loader=dataset.train_loader, eval_sets=dataset.eval_sets,
-                        input_shape=input_shape)
+                        input_shape=input_shape, schema=distillation_lib.distillation_config())
 
 
 def check(config) -> str:

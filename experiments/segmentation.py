@@ -87,7 +87,8 @@ def run(config, workdir: str) -> dict:
                            focal_gamma=s.focal_gamma, dice_smooth=s.dice_smooth,
                            final_report=final_report)
   return train_loop.run(config, workdir, model=model, task=task, train_loader=train_loader,
-                        eval_sets=eval_sets, input_shape=input_shape)
+                        eval_sets=eval_sets, input_shape=input_shape,
+                        schema=segmentation_config.base_config())
 
 
 def check(config) -> str:

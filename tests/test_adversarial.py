@@ -115,25 +115,32 @@ def test_eps_warmup_attacks_at_the_ramped_radius_and_the_loop_passes_the_step(ti
   assert task.takes_step and not task_for(tiny, method='pgd').takes_step
   f = lambda p: model.apply(v, normalize(p, None), train=False)
   attack_key = jax.random.split(jax.random.key(1), 3)[1]
+  losses = []
   for step, scale in ((0, 0.25), (1, 0.5), (7, 1.0)):
-    loss, _ = task.train_loss(v['params'], v['batch_stats'], batch, jax.random.key(1),
-                              step=jnp.int32(step))
+    loss, _ = jax.jit(task.train_loss)(v['params'], v['batch_stats'], batch, jax.random.key(1),
+                                       step=jnp.int32(step))
     # Replayed by hand at eps and step size times (step + 1) / 4.
     x_adv = attacks.pgd(f, x, y, attack_key, 0.3 * scale, 0.1 * scale, 5, 'linf')
-    assert float(jnp.max(jnp.abs(x_adv - x))) <= 0.3 * scale + 1e-6
     expected = np_cross_entropy(train_logits(tiny, np.asarray(x_adv)), y).mean()
     assert float(loss) == pytest.approx(expected, rel=1e-4)
-  # The shared train step hands the Task its step count (state.step) when it asks for it.
-  seen = []
-  probe = Task(train_loss=lambda p, s, b, r, step: (seen.append(step) or jnp.sum(p['w']),
-                                                         (s, {'count': jnp.float32(1)})),
-                   eval_sums=None, takes_step=True)
+    losses.append(float(loss))
+  # A smaller ball, a smaller worst case: the ramp really shrinks the training attack.
+  assert losses[0] < losses[1] < losses[2]
+  no_ramp, _ = task_for(tiny, method='pgd', eps=0.3, step_size=0.1, steps=5).train_loss(
+      v['params'], v['batch_stats'], batch, jax.random.key(1))
+  assert float(no_ramp) == pytest.approx(losses[2], rel=1e-5)
+  # The shared train step hands the Task its step count (state.step) when it asks for it: a
+  # loss of step * sum(w) has gradient step, so one SGD step of 0.1 from w = 1 at step 5 gives 0.5.
+  probe = Task(train_loss=lambda p, s, b, r, step: (step.astype(jnp.float32) * jnp.sum(p['w']),
+                                                    (s, {'count': jnp.float32(1)})),
+               eval_sums=None, takes_step=True)
   sgd = optax.sgd(0.1)
   st = state_lib.TrainState(step=jnp.int32(5), params={'w': jnp.ones(2)}, batch_stats={},
                             opt_state=sgd.init({'w': jnp.ones(2)}), rng=jax.random.PRNGKey(0),
                             lr_scale=jnp.float32(1))
-  state_lib.make_train_step(probe, sgd, lambda s: 0.1)(st, {})
-  assert len(seen) == 1 and int(seen[0]) == 5
+  new_state, _ = jax.jit(state_lib.make_train_step(probe, sgd, lambda s: 0.1))(st, {})
+  np.testing.assert_allclose(new_state.params['w'], [0.5, 0.5], rtol=1e-6)
+  assert int(new_state.step) == 6
 
 
 def test_eval_sums_count_robust_examples_only_under_the_mask(tiny):
@@ -162,6 +169,7 @@ def test_kl_divergence_matches_numpy():
     ({'adversarial.step_size': 0.9}, 'step'),
     ({'adversarial.eps': -0.1}, 'eps'),
     ({'adversarial.trades_beta': -1.0}, 'trades_beta must be >= 0'),
+    ({'adversarial.eps_warmup_steps': -1}, 'eps_warmup_steps must be >= 0, got -1'),
     ({'experiment': 'classification'}, "needs experiment='adversarial'"),
     ({'adversarial.pixel_range': (0.0, 255.0)}, r'pixels in \[0, 1\]'),
     ({'adversarial.test_eps': -1.0}, r'the final report \(adversarial.test_eps.*eps=-1'),
@@ -207,7 +215,8 @@ def small(data_dir, **overrides):
   config.train.update(batch_size=64, num_steps=250, num_epochs=0.0, log_every=50,
                       eval_every=125, checkpoint_every=125, eval_batch_size=500)
   config.schedule.warmup_steps = 20
-  config.adversarial.update(eps_warmup_steps=50, eps=0.1, test_eps=0.1, step_size=0.025, steps=5, test_split='test[:500]',
+  config.adversarial.update(eps_warmup_steps=50, eps=0.1, test_eps=0.1, step_size=0.025, steps=5,
+                            test_split='test[:500]',
                             test_pgd_steps=10, test_pgd_restarts=2, test_pgd_step_size=0.025,
                             test_apgd_steps=20, report_examples=500, curve_examples=200,
                             curve_eps=(0.0, 0.05, 0.1, 0.3))
@@ -238,3 +247,32 @@ def test_pgd_training_withstands_the_attack_that_breaks_normal_training(mnist_da
     assert os.path.getsize(tmp_path / 'pgd' / 'robustness' / name) > 1000
   with open(tmp_path / 'pgd' / 'summary.json') as f:
     assert json.load(f)['test[:500]/examples'] == 500
+  # A ramp longer than the run, or early stopping that starts after it: one clear error.
+  with pytest.raises(ConfigError, match='eps_warmup_steps=251 is more than the 250 training'):
+    experiment.run(small(mnist_data_dir, **{'adversarial.eps_warmup_steps': 251}),
+                   str(tmp_path / 'long_ramp'))
+  late = small(mnist_data_dir, **{'early_stopping.metric': 'val/pgd_accuracy',
+                                  'early_stopping.start_step': 250})
+  with pytest.raises(ConfigError, match='start_step=250 is not before the end of the 250'):
+    experiment.run(late, str(tmp_path / 'late'))
+
+
+def test_resuming_a_run_saved_before_a_key_was_added_takes_the_kinds_default(tmp_path):
+  from etils import epath
+  from configs.adversarial import mnist_pgd
+  from research.errors import CheckpointError
+  from research.training import workdir as workdir_lib
+  config = mnist_pgd.get_config()
+  config.adversarial.eps_warmup_steps = 0  # the default: what an older run computed
+  saved = json.loads(config.to_json_best_effort())
+  del saved['adversarial']['eps_warmup_steps']  # written before the key existed
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  path = epath.Path(tmp_path)
+  workdir_lib.check_and_write_config(path, config, resuming=True, write=False,
+                                     schema=adv.adversarial_config())
+  with pytest.raises(CheckpointError, match='differs at adversarial.eps_warmup_steps'):
+    workdir_lib.check_and_write_config(path, config, resuming=True, write=False)
+  config.adversarial.eps_warmup_steps = 100  # a real change is still refused
+  with pytest.raises(CheckpointError, match='differs at adversarial.eps_warmup_steps'):
+    workdir_lib.check_and_write_config(path, config, resuming=True, write=False,
+                                       schema=adv.adversarial_config())

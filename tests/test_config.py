@@ -34,6 +34,7 @@ def test_unknown_keys_are_named():
     ('early_stopping.mode', 'maximum', "'max' or 'min'"),
     ('data.loader', 'tf.data', "'in_memory' or 'grain'"),
     ('model.name', '', 'model.name is empty'),
+    ('early_stopping.start_step', -5, 'start_step must be >= 0, got -5'),
 ])
 def test_impossible_values_are_named(key, value, message):
   with pytest.raises(ConfigError, match=message):

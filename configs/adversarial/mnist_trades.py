@@ -10,7 +10,8 @@ Measured (2026-11-30, 2 Intel Xeon (Sapphire Rapids) cores, nothing else running
 steps) 0.9318; the reported checkpoint is the best by validation PGD accuracy (0.946 at step
 5,310). Curve on the first 1,000: eps 0.1 0.974, 0.2 0.957, 0.3 0.944, 0.4 0.071; random noise
 0.976; every gradient-masking check passes. 6 min 30 s for the whole command. Against PGD-AT
-(mnist_pgd.py): 1 point less clean accuracy for 0.1 more under PGD and 1.3 more under APGD-CE.
+(mnist_pgd.py): 0.9 points less clean accuracy for 0.1 points more under PGD and 1.3 points
+more under APGD-CE.
 """
 from configs.adversarial import mnist_pgd
 

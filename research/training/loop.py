@@ -84,8 +84,12 @@ def _check_monitored(metric: str, results: dict, what: str) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, train_loader,
-        eval_sets: dict, input_shape: tuple[int, ...], wrap_optimizer=None) -> dict[str, Any]:
+        eval_sets: dict, input_shape: tuple[int, ...], wrap_optimizer=None,
+        schema: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
   """Trains `model` on `train_loader` for `task`, evaluating on `eval_sets`; returns the summary.
+
+  `schema`: the experiment's default config (e.g. adversarial_config()); resuming a run whose
+  saved config lacks keys added since takes their defaults from it (base_config() if None).
 
   `wrap_optimizer(optimizer) -> optimizer`, if given, wraps the optimizer the config builds
   (after transfer's groups), e.g. `research.compression.pruning.wrap`: its state is saved and
@@ -95,11 +99,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
   with workdir_lib.locked(workdir):
     return _run_locked(config, workdir, path, start_time, model=model, task=task,
                        train_loader=train_loader, eval_sets=eval_sets, input_shape=input_shape,
-                       wrap_optimizer=wrap_optimizer)
+                       wrap_optimizer=wrap_optimizer, schema=schema)
 
 
 def _run_locked(config, workdir, path, start_time, *, model, task, train_loader, eval_sets,
-                input_shape, wrap_optimizer):
+                input_shape, wrap_optimizer, schema):
   # ------------------------------------------------------------------ Setup
   t, es = config.train, config.early_stopping
   best_metric, best_mode = config_lib.best_metric(config)
@@ -108,7 +112,7 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   finished = workdir_lib.read_summary(path)
   try:
     workdir_lib.check_and_write_config(path, config, resuming=latest is not None,
-                                       write=finished is None)
+                                       write=finished is None, schema=schema)
   except Exception:
     checkpointer.close()
     raise
@@ -122,6 +126,10 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   parallel.check_batch_size(t.eval_batch_size, mesh, 'eval batch size')
   steps_per_epoch = train_loader.steps_per_epoch
   total_steps = t.num_steps if t.num_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
+  if es.metric and es.start_step >= total_steps:
+    raise ConfigError(f'early_stopping.start_step={es.start_step} is not before the end of the '
+                      f'{total_steps} training steps: early stopping could never act; lower it '
+                      'or turn early stopping off (early_stopping.metric=\'\')')
   eval_every = t.eval_every if t.eval_every > 0 else steps_per_epoch
   checkpoint_every = t.checkpoint_every if t.checkpoint_every > 0 else steps_per_epoch
   schedule = optim.make_schedule(config, total_steps)

@@ -12,7 +12,8 @@ pytree (e.g. a frozen teacher's variables) that the loop passes to `train_loss` 
 as their keyword argument `constants`: an argument of the compiled steps (replicated), not
 arrays baked into the program. `takes_step=True` passes `train_loss` the keyword argument
 `step` (int32 scalar, the number of steps taken before this one) for schedules inside the
-loss, such as adversarial training's eps ramp. Each kind of experiment builds its Task in research/tasks/.
+loss, such as adversarial training's eps ramp. Each kind of experiment builds its Task in
+research/tasks/.
 """
 from typing import Any
 import dataclasses

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from research.config import base_config, differing_keys
+from research.config import FREE_FORM, base_config, differing_keys
 from research.errors import CheckpointError, ConvLabError, WorkdirError
 from research.training.checkpointing import write_json_atomically
 
@@ -113,21 +113,27 @@ def locked(workdir: str):
       handle.close()
 
 
-def _with_defaults(saved: dict, schema: dict) -> dict:
-  """`saved` with keys the schema added since it was written filled with their defaults."""
+def _with_defaults(saved: dict, schema: dict, prefix: str = '') -> dict:
+  """`saved` with keys the schema added since it was written filled with their defaults; the
+  free-form sections (config.FREE_FORM: `model`, `data.eval_splits`) are left as saved."""
   out = dict(saved)
   for key, default in schema.items():
+    if f'{prefix}{key}' in FREE_FORM:
+      continue
     if key not in out:
       out[key] = default
     elif isinstance(default, dict) and isinstance(out[key], dict):
-      out[key] = _with_defaults(out[key], default)
+      out[key] = _with_defaults(out[key], default, f'{prefix}{key}.')
   return out
 
 
 def check_and_write_config(workdir: epath.Path, config: ml_collections.ConfigDict,
-                           resuming: bool, write: bool = True) -> None:
+                           resuming: bool, write: bool = True,
+                           schema: ml_collections.ConfigDict | None = None) -> None:
   """Writes config.json (unless `write` is False: a finished run's stays as it is); when
-  resuming, refuses a config that changes what is computed."""
+  resuming, refuses a config that changes what is computed. Keys the saved config lacks (added
+  to the code since) count as their defaults in `schema` (the experiment's own, e.g.
+  adversarial_config(); default base_config())."""
   def check():
     path = workdir / 'config.json'
     resolved = json.loads(config.to_json_best_effort())
@@ -137,7 +143,8 @@ def check_and_write_config(workdir: epath.Path, config: ml_collections.ConfigDic
       except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f'{path} is damaged (not JSON); restore it or use a new workdir') from None
       if 'experiment' in resolved:
-        saved = _with_defaults(saved, json.loads(base_config().to_json_best_effort()))
+        defaults = schema if schema is not None else base_config()
+        saved = _with_defaults(saved, json.loads(defaults.to_json_best_effort()))
       changed = [k for k in differing_keys(saved, resolved) if k not in RESUMABLE_CHANGES]
       if changed:
         raise CheckpointError(f'{workdir} holds a run with a different config (differs at '
