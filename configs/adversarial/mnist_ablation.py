@@ -13,7 +13,7 @@ eps; PGD and TRADES take steps of 2.5 eps / steps (Madry et al.'s rule), FGSM-RS
 
 Measured 2026-11-30 (2 Intel Xeon (Sapphire Rapids) cores, --parallel=2: 14 min 26 s for the 11
 runs, 49-461 s each on its one core): clean / PGD-40 x 3 / APGD-CE-100 at eps 0.3 on the first
-1,000 test images: standard 0.980 / 0 / 0; fgsm_rs eps 0.2 0.986 / 0.077 / 0.002, eps 0.3
+1,000 test images: standard 0.981 / 0 / 0; fgsm_rs eps 0.2 0.986 / 0.077 / 0.002, eps 0.3
 0.981 / 0.853 / 0.756, eps 0.3 without the ramp 0.948 / 0 / 0; pgd eps 0.2 x 10 0.986 / 0.079
 / 0.001, eps 0.3 x 3 0.983 / 0.916 / 0.895, x 10 0.982 / 0.919 / 0.904, x 40 0.982 / 0.917 /
 0.903, x 10 without the ramp 0.122 / 0.122 / 0.122 (still at chance); trades eps 0.3 x 3 0.967
