@@ -62,8 +62,22 @@ def test_the_docs_show_commands():
   assert {'experiments.classification', 'experiments.transfer'} <= modules, COMMANDS
 
 
+@pytest.fixture(scope='session')
+def trained_runs(mnist_data_dir, tmp_path_factory):
+  """The runs the documented distillation and compression commands start from, trained once
+  (2 steps each) and shared by every variant of those commands: name -> workdir."""
+  root = tmp_path_factory.mktemp('trained_runs')
+  cache = {}
+
+  def get(name):
+    if name not in cache:
+      cache[name] = classification_run(name, mnist_data_dir, root / name)
+    return cache[name]
+  return get
+
+
 @pytest.mark.parametrize('module,args,env', COMMANDS, ids=[' '.join(c[1])[:80] for c in COMMANDS])
-def test_documented_command_runs(module, args, env, mnist_data_dir, tmp_path):
+def test_documented_command_runs(module, args, env, mnist_data_dir, trained_runs, tmp_path):
   """Each command parses, validates, opens its data and builds its model (--dry_run); the
   long trainings themselves are run by the slow tests and their numbers are in the docs."""
   args = [a if not a.startswith('--workdir=') else f'--workdir={tmp_path / "w"}' for a in args]
@@ -75,12 +89,11 @@ def test_documented_command_runs(module, args, env, mnist_data_dir, tmp_path):
   if module == 'experiments.detection':
     prepared('mnist_detection')  # from the MNIST files, as `python -m research.data.prepare` does
   if module == 'experiments.distillation':  # the documented teacher is a run of its own
-    teacher = classification_run('mnist_teacher', mnist_data_dir, tmp_path / 'teacher')
+    teacher = trained_runs('mnist_teacher')
     args = [a for a in args if not a.startswith('--config.distillation.teachers=')]
     args.append(f"--config.distillation.teachers=('{teacher}',)")
   if module == 'experiments.compress':  # the documented source is a run of its own
-    source = tmp_path / 'source'
-    classification_run('mnist_lenet5', mnist_data_dir, source)
+    source = trained_runs('mnist_lenet5')
     args = [a for a in args if not a.startswith('--config.compression.source=')]
     args.append(f'--config.compression.source={source}')
   result = run_module(module, *args, '--dry_run', env=dict(env))

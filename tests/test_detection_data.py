@@ -277,7 +277,7 @@ def test_detection_experiment_trains_and_reports_map(detection_data_dir, tmp_pat
   from experiments import detection
   config = _config(detection_data_dir, **{'train.num_steps': 12, 'train.eval_every': 12,
                                           'train.checkpoint_every': 12, 'train.log_every': 4})
-  assert 'grid 12x12 at stride 8, 3 anchors, 10 classes' in detection.check(config)
+  assert 'grid 24x24 at stride 4, 3 anchors, 10 classes' in detection.check(config)
   with pytest.raises(ConfigError, match='2 anchors given but the detection head predicts 3'):
     detection.run(_config(detection_data_dir, **{'detection.anchors': ((10, 12), (20, 24))}),
                   str(tmp_path / 'bad'))
