@@ -13,9 +13,10 @@ import functools
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from research import data, models
+from research import config as config_lib, data, models
 from research.cli import main_with
 from research.data import augment, labelled_images
 from research.errors import ConfigError
@@ -56,20 +57,31 @@ def final_report(model, pixel_eval, normalize, d, a, state, workdir) -> dict:
   return flat
 
 
-def run(config, workdir: str) -> dict:
-  d, a = config.data, config.adversarial
-  dataset = labelled_images.load(d, config.train.batch_size, config.seed)
-  t = config.train
+def prepared(config):
+  """What a run and its --dry_run both build: the data, the pixel pipelines, the model (its
+  shapes traced), the input shape and the number of training steps; ConfigError for an eps
+  ramp longer than the run."""
+  d, a, t = config.data, config.adversarial, config.train
+  dataset = labelled_images.load(d, t.batch_size, config.seed)
   total_steps = t.num_steps if t.num_steps > 0 else max(
       1, round(t.num_epochs * dataset.train_loader.steps_per_epoch))
   if a.method != 'standard' and a.eps_warmup_steps > total_steps:
     raise ConfigError(f'adversarial.eps_warmup_steps={a.eps_warmup_steps} is more than the '
                       f'{total_steps} training steps: training would never reach eps '
                       f'{a.eps:g}; lower it to at most {total_steps}')
+  config_lib.check_early_stopping_start(config.early_stopping, total_steps)
   pixel_train, pixel_eval, normalize = pipelines(d, dataset.channel_stats)
   model = models.build_model(config.model, dataset.num_classes)
   sample = pixel_eval(dataset.sample, jax.random.key(0))
   input_shape = jax.eval_shape(normalize, sample, jax.random.key(0)).shape[1:]
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape))))
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params.get('params', params)))
+  return dataset, (pixel_train, pixel_eval, normalize), model, input_shape, total_steps, num_params
+
+
+def run(config, workdir: str) -> dict:
+  d, a = config.data, config.adversarial
+  dataset, (pixel_train, pixel_eval, normalize), model, input_shape, _, _ = prepared(config)
   task = adversarial_lib.adversarial(model, pixel_train, pixel_eval, normalize, a,
                                      config.train.top_k)
   task = dataclasses.replace(task, final_report=functools.partial(
@@ -80,10 +92,19 @@ def run(config, workdir: str) -> dict:
 
 
 def check(config) -> str:
-  a = config.adversarial
-  ramp = f', eps ramped over {a.eps_warmup_steps} steps' if a.eps_warmup_steps else ''
-  return (f'{a.method} training of {config.model.name} at eps {a.eps:g} ({a.norm}, '
-          f'{a.steps} steps of {a.step_size:g}{ramp})')
+  a, es = config.adversarial, config.early_stopping
+  _, _, _, input_shape, total_steps, num_params = prepared(config)
+  if a.method == 'standard':
+    attack = 'standard training (no attack)'
+  else:
+    steps = f'{a.steps} step' + ('s' if a.steps != 1 else '')
+    ramp = f', eps ramped over {a.eps_warmup_steps} steps' if a.eps_warmup_steps else ''
+    attack = (f'{a.method} training at eps {a.eps:g} ({a.norm}, {steps} of {a.step_size:g}'
+              f'{ramp})')
+  stop = (f'; early stopping on {es.metric} (patience {es.patience}, from step {es.start_step})'
+          if es.metric else '')
+  return (f'{attack} of {config.model.name} ({num_params:,} parameters, input '
+          f'{tuple(input_shape)}), {total_steps} steps at batch {config.train.batch_size}{stop}')
 
 
 if __name__ == '__main__':

@@ -219,6 +219,15 @@ def validate(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDic
                       f'{config.optimizer.learning_rate}')
 
 
+def check_early_stopping_start(early_stopping, total_steps: int) -> None:
+  """ConfigError if early stopping is on but starts at or after the run's last step."""
+  es = early_stopping
+  if es.metric and es.start_step >= total_steps:
+    raise ConfigError(f'early_stopping.start_step={es.start_step} is not before the end of the '
+                      f'{total_steps} training steps: early stopping could never act; lower it '
+                      "or turn early stopping off (early_stopping.metric='')")
+
+
 def differing_keys(a: dict, b: dict, prefix='') -> list[str]:
   """Dotted keys whose values differ between two nested dicts."""
   out = []

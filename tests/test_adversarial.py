@@ -196,6 +196,20 @@ def test_every_shipped_config_is_valid():
     assert config.adversarial.test_eps == 0.3  # the MNIST threat model
 
 
+def test_fgsm_rs_early_stopping_follows_the_ramp_but_not_the_other_way_round():
+  from configs.adversarial import mnist_fgsm_rs
+  config = mnist_fgsm_rs.get_config()
+  assert config.early_stopping.start_step == config.adversarial.eps_warmup_steps == 2360
+  config.adversarial.eps_warmup_steps = 500  # as --config.adversarial.eps_warmup_steps=500
+  assert config.early_stopping.start_step == 500
+  config.early_stopping.start_step = 1000    # as --config.early_stopping.start_step=1000
+  assert config.adversarial.eps_warmup_steps == 500 and config.early_stopping.start_step == 1000
+  config = mnist_fgsm_rs.get_config()
+  config.adversarial.eps_warmup_steps = -1   # the key set is the key blamed
+  with pytest.raises(ConfigError, match='adversarial.eps_warmup_steps must be >= 0, got -1'):
+    adv.validate(config)
+
+
 def test_the_normalisation_must_be_the_same_in_both_pipelines():
   from experiments import adversarial as experiment
   from configs.adversarial import mnist_pgd

@@ -32,7 +32,8 @@ def get_config():
   c.early_stopping.metric = 'val/pgd_accuracy'
   c.early_stopping.mode = 'max'
   c.early_stopping.patience = 3
-  # Robust accuracy is ~0 during the ramp: early stopping starts where it ends (a reference,
-  # so --config.adversarial.eps_warmup_steps=... moves both).
-  c.early_stopping.start_step = a.get_ref('eps_warmup_steps')
+  # Robust accuracy is ~0 during the ramp: early stopping starts where it ends. A derived
+  # reference: --config.adversarial.eps_warmup_steps=... moves it too, while setting
+  # --config.early_stopping.start_step=... leaves the ramp alone.
+  c.early_stopping.start_step = a.get_ref('eps_warmup_steps') + 0
   return c

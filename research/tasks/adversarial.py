@@ -66,6 +66,11 @@ def adversarial_config() -> ml_collections.ConfigDict:
 
 
 def validate(config) -> None:
+  # Checked first: early_stopping.start_step may follow it (configs/adversarial/mnist_fgsm_rs.py)
+  # and would otherwise be the key blamed.
+  ramp = config.get('adversarial', {}).get('eps_warmup_steps', 0)
+  if isinstance(ramp, int) and ramp < 0:
+    raise ConfigError(f'adversarial.eps_warmup_steps must be >= 0, got {ramp}')
   config_lib.validate(config, adversarial_config())
   a = config.adversarial
   if a.method not in METHODS:
