@@ -13,7 +13,6 @@ import functools
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from research import config as config_lib, data, models
@@ -58,13 +57,12 @@ def final_report(model, pixel_eval, normalize, d, a, state, workdir) -> dict:
 
 
 def prepared(config):
-  """What a run and its --dry_run both build: the data, the pixel pipelines, the model (its
-  shapes traced), the input shape and the number of training steps; ConfigError for an eps
-  ramp longer than the run."""
+  """What a run and its --dry_run both build: the data, the pixel pipelines, the model, the
+  input shape and the number of training steps; ConfigError for an eps ramp or an
+  early-stopping start beyond the run."""
   d, a, t = config.data, config.adversarial, config.train
   dataset = labelled_images.load(d, t.batch_size, config.seed)
-  total_steps = t.num_steps if t.num_steps > 0 else max(
-      1, round(t.num_epochs * dataset.train_loader.steps_per_epoch))
+  total_steps = config_lib.total_steps(t, dataset.train_loader.steps_per_epoch)
   if a.method != 'standard' and a.eps_warmup_steps > total_steps:
     raise ConfigError(f'adversarial.eps_warmup_steps={a.eps_warmup_steps} is more than the '
                       f'{total_steps} training steps: training would never reach eps '
@@ -74,14 +72,12 @@ def prepared(config):
   model = models.build_model(config.model, dataset.num_classes)
   sample = pixel_eval(dataset.sample, jax.random.key(0))
   input_shape = jax.eval_shape(normalize, sample, jax.random.key(0)).shape[1:]
-  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape))))
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params.get('params', params)))
-  return dataset, (pixel_train, pixel_eval, normalize), model, input_shape, total_steps, num_params
+  return dataset, (pixel_train, pixel_eval, normalize), model, input_shape, total_steps
 
 
 def run(config, workdir: str) -> dict:
   d, a = config.data, config.adversarial
-  dataset, (pixel_train, pixel_eval, normalize), model, input_shape, _, _ = prepared(config)
+  dataset, (pixel_train, pixel_eval, normalize), model, input_shape, _ = prepared(config)
   task = adversarial_lib.adversarial(model, pixel_train, pixel_eval, normalize, a,
                                      config.train.top_k)
   task = dataclasses.replace(task, final_report=functools.partial(
@@ -93,7 +89,8 @@ def run(config, workdir: str) -> dict:
 
 def check(config) -> str:
   a, es = config.adversarial, config.early_stopping
-  _, _, _, input_shape, total_steps, num_params = prepared(config)
+  _, _, model, input_shape, total_steps = prepared(config)
+  num_params = models.count_params(model, (1, *input_shape))
   if a.method == 'standard':
     attack = 'standard training (no attack)'
   else:

@@ -219,6 +219,13 @@ def validate(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDic
                       f'{config.optimizer.learning_rate}')
 
 
+def total_steps(train, steps_per_epoch: int) -> int:
+  """The run's training steps: `train.num_steps` if set, else `train.num_epochs` epochs."""
+  if train.num_steps > 0:
+    return train.num_steps
+  return max(1, round(train.num_epochs * steps_per_epoch))
+
+
 def check_early_stopping_start(early_stopping, total_steps: int) -> None:
   """ConfigError if early stopping is on but starts at or after the run's last step."""
   es = early_stopping

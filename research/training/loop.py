@@ -125,7 +125,7 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   parallel.check_batch_size(t.batch_size, mesh)
   parallel.check_batch_size(t.eval_batch_size, mesh, 'eval batch size')
   steps_per_epoch = train_loader.steps_per_epoch
-  total_steps = t.num_steps if t.num_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
+  total_steps = config_lib.total_steps(t, steps_per_epoch)
   config_lib.check_early_stopping_start(es, total_steps)
   eval_every = t.eval_every if t.eval_every > 0 else steps_per_epoch
   checkpoint_every = t.checkpoint_every if t.checkpoint_every > 0 else steps_per_epoch
