@@ -79,8 +79,6 @@ def validate(config) -> None:
     attacks.check_attack_arguments(a.eps, a.step_size, tuple(a.pixel_range), a.norm, a.steps)
   if a.method == 'fgsm_rs' and a.steps != 1:
     raise ConfigError(f'fgsm_rs takes one step (adversarial.steps=1), got {a.steps}')
-  if a.eps_warmup_steps < 0:
-    raise ConfigError(f'adversarial.eps_warmup_steps must be >= 0, got {a.eps_warmup_steps}')
   if a.trades_beta < 0:
     raise ConfigError(f'adversarial.trades_beta must be >= 0, got {a.trades_beta}')
   if tuple(a.pixel_range) != (0.0, 1.0):
