@@ -7,7 +7,7 @@
 import jax
 import numpy as np
 
-from research import data, models
+from research import config as config_lib, data, models
 from research.cli import main_with
 from research.data import detection as detection_data
 from research.errors import ConfigError
@@ -46,6 +46,21 @@ def build(config, num_classes: int, anchors, sample_shape) -> tuple:
   return model, shape, strides(shape[1:3], sample_shape[1:3])
 
 
+def augmentation_stop_step(config, steps_per_epoch: int) -> int:
+  """The step from which training sees unaugmented images (detection.no_augment_epochs before
+  the end; -1: never); ConfigError if those epochs are more than the whole run."""
+  det = config.detection
+  if det.no_augment_epochs <= 0:
+    return -1
+  total = config_lib.total_steps(config.train, steps_per_epoch)
+  last = round(det.no_augment_epochs * steps_per_epoch)
+  if last > total:
+    raise ConfigError(f'detection.no_augment_epochs={det.no_augment_epochs:g} is {last} steps, '
+                      f'more than the run\'s {total}; lower it to at most '
+                      f'{total / steps_per_epoch:g}')
+  return total - last
+
+
 def run(config, workdir: str) -> dict:
   d, det, t = config.data, config.detection, config.train
 
@@ -68,7 +83,9 @@ def run(config, workdir: str) -> dict:
       loss_config=LossConfig(det.box_loss, det.box_weight, det.object_weight,
                              det.background_weight, det.class_weight, det.ignore_iou,
                              det.object_target_iou),
-      augmentation=Augmentation(det.flip_prob, tuple(det.scale), det.translate, det.min_visible),
+      augmentation=Augmentation(det.flip_prob, tuple(det.scale), det.translate, det.min_visible,
+                                augmentation_stop_step(config,
+                                                       dataset.train_loader.steps_per_epoch)),
       post=PostProcess(det.score_threshold, det.nms_iou, det.max_detections, det.pre_nms_top_k),
       match_score=det.match_score, eval_sets=dataset.eval_sets,
       eval_batch_size=t.eval_batch_size, class_names=dataset.class_names,
@@ -92,14 +109,15 @@ def check(config) -> str:
              else np.ones((det.num_anchors, 2), np.float32))
   model, raw_shape, stride = build(config, sample.num_classes, anchors, sample.images.shape)
   params = models.count_params(model, sample.images.shape)
-  steps = (config.train.num_steps if config.train.num_steps > 0 else
-           round(config.train.num_epochs * ((sizes['train'] - d.validation_holdout)
-                                            // config.train.batch_size)))
+  steps_per_epoch = (sizes['train'] - d.validation_holdout) // config.train.batch_size
+  steps = config_lib.total_steps(config.train, steps_per_epoch)
+  stop = augmentation_stop_step(config, steps_per_epoch)
+  plain = f', unaugmented from step {stop:,}' if stop >= 0 else ''
   splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())
   return (f'{config.model.name} + YOLO head ({params:,} parameters, input '
           f'{sample.images.shape[1:]}, grid {raw_shape[1]}x{raw_shape[2]} at stride '
           f'{stride[0]:g}, {det.num_anchors} anchors, {sample.num_classes} classes) on {d.name} '
-          f'({splits} examples), {steps:,} steps at batch {config.train.batch_size}')
+          f'({splits} examples), {steps:,} steps at batch {config.train.batch_size}{plain}')
 
 
 if __name__ == '__main__':

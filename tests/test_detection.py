@@ -1,5 +1,6 @@
 """Detection library: box ops, anchors, target assignment, loss, decoding + NMS, COCO mAP,
 box-aware augmentation, the Darknet backbone and the detector builder."""
+import dataclasses
 import math
 
 import jax
@@ -402,6 +403,32 @@ def test_boxes_mostly_outside_are_dropped_and_the_rest_clipped():
   np.testing.assert_array_equal(keep, [[True, False, False]])
   np.testing.assert_array_equal(clipped[0, 0], [0, 0, 10, 10])
   assert float(jnp.abs(clipped[0, 1:]).sum()) == 0.0
+
+
+def test_training_stops_augmenting_at_its_stop_step():
+  from research.tasks.detection.task import Augmentation, detection
+  config = {'name': 'darknet_tiny', 'widths': (8, 8, 8, 8), 'depths': (0, 0, 0)}
+  model = build_detector(config, num_classes=10, num_anchors=2, hidden=8)
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.integers(0, 256, (2, 96, 96, 1)).astype(np.uint8),
+           'boxes': np.array([[[10, 12, 30, 40], [0, 0, 0, 0]]] * 2, np.float32),
+           'classes': np.array([[3, 0]] * 2, np.int32), 'box_mask': np.array([[True, False]] * 2)}
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 96, 96, 1)))
+  anchors = [(12.0, 20.0), (24.0, 30.0)]
+  augment = Augmentation(scale=(0.5, 0.7), translate=0.2)
+
+  def loss(augmentation, **step):
+    task = detection(model, anchors, (96, 96), 10, ([0.1], [0.3]), augmentation=augmentation)
+    fn = jax.jit(lambda key, **kw: task.train_loss(variables['params'],
+                                                   variables['batch_stats'], batch, key, **kw))
+    return task.takes_step, float(fn(jax.random.key(5), **step)[0])
+
+  takes, always = loss(augment)
+  _, never = loss(Augmentation())
+  assert not takes and abs(always - never) > 1e-3  # the augmentation changes the loss
+  stopping = dataclasses.replace(augment, stop_step=7)
+  assert loss(stopping, step=jnp.int32(6)) == (True, pytest.approx(always, rel=1e-6))
+  assert loss(stopping, step=jnp.int32(7)) == (True, pytest.approx(never, rel=1e-6))
 
 
 # ---------------------------------------------------------------------------- models

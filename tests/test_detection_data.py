@@ -263,6 +263,16 @@ def test_detection_config_is_checked():
                                r'object_target_iou must be in \[0, 1\], got 1.5')):
     with pytest.raises(ConfigError, match=message):
       validate(_config('', **{key: value}))
+  with pytest.raises(ConfigError, match='no_augment_epochs must be >= 0, got -1'):
+    validate(_config('', **{'detection.no_augment_epochs': -1.0}))
+  # The last epochs without augmentation: the step they start from, or an error past the run.
+  from experiments.detection import augmentation_stop_step
+  assert augmentation_stop_step(_config(''), 16) == -1
+  on = {'train.num_steps': 0, 'train.num_epochs': 10.0, 'detection.no_augment_epochs': 2.5}
+  assert augmentation_stop_step(_config('', **on), 16) == 160 - 40
+  with pytest.raises(ConfigError, match=r"no_augment_epochs=12 is 192 steps, more than the "
+                                        r"run's 160; lower it to at most 10"):
+    augmentation_stop_step(_config('', **{**on, 'detection.no_augment_epochs': 12.0}), 16)
   config = _config('')
   config.detection.unlock()
   config.detection.anchor_sed = 1

@@ -42,6 +42,7 @@ def get_config():
   c.detection.max_boxes = 8
   c.detection.scale = (0.8, 1.2)
   c.detection.translate = 0.1
+  c.detection.no_augment_epochs = 2.0
   c.detection.box_weight = 2.0
   c.detection.object_target_iou = 1.0
   c.train.batch_size = 64

@@ -42,6 +42,7 @@ def detection_config() -> ml_collections.ConfigDict:
   d.scale = (1.0, 1.0)            # zoom range; (1, 1) = off
   d.translate = 0.0               # shift range, fraction of the image size
   d.min_visible = 0.25            # boxes keeping less of their area are dropped
+  d.no_augment_epochs = 0.0       # the run's last epochs train on the images as they are (YOLOX)
   # Post-processing and reporting (research/tasks/detection/nms.py, evaluation.py)
   d.score_threshold = 0.01        # candidates below are dropped (low for mAP)
   d.nms_iou = 0.5
@@ -62,6 +63,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       "'normalize'")
   if config.data.loader != 'in_memory' or config.data.classes:
     raise ConfigError('detection needs data.loader=in_memory and no data.classes filter')
+  if d.no_augment_epochs < 0:
+    raise ConfigError(f'detection.no_augment_epochs must be >= 0, got {d.no_augment_epochs}')
   for key in ('max_boxes', 'num_anchors', 'max_detections', 'pre_nms_top_k', 'head_hidden'):
     if d[key] < 1:
       raise ConfigError(f'detection.{key} must be at least 1, got {d[key]}')

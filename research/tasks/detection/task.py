@@ -3,7 +3,8 @@
 Batches are `{'image': uint8 (N, H, W, C), 'boxes': float32 (N, M, 4) xyxy pixels, 'classes':
 int32 (N, M), 'box_mask': bool (N, M)}` (research/data/detection.py), plus 'mask' on
 evaluation batches (0 on padding rows). Images go to [0, 1], are augmented with their boxes
-(research/data/box_augment.py, training only), then normalised by the training images'
+(research/data/box_augment.py, training only, and not from `Augmentation.stop_step` on), then
+normalised by the training images'
 per-channel mean and std.
 
   train_loss   the mean over images of the YOLO loss (loss.py); sums 'loss', 'object_loss',
@@ -45,10 +46,13 @@ class PostProcess:
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
+  """research/data/box_augment.py's settings; `stop_step` >= 0 trains steps from stop_step on
+  with the images as they are (YOLOX's last epochs without augmentation), -1 never stops."""
   flip_prob: float = 0.0
   scale: tuple = (1.0, 1.0)
   translate: float = 0.0
   min_visible: float = 0.25
+  stop_step: int = -1
 
 
 def _matches(detections, boxes, classes, mask, min_score):
@@ -94,12 +98,19 @@ def detection(model, anchors, image_size: tuple[int, int], num_classes: int, cha
             'box_loss': jnp.sum(weights * terms['box']),
             'class_loss': jnp.sum(weights * terms['class']), 'count': jnp.sum(weights)}
 
-  def train_loss(params, batch_stats, batch, rng):
+  def augmented(images, boxes, mask, key):
+    return box_augment.augment(images, boxes, mask, key, augmentation.flip_prob,
+                               augmentation.scale, augmentation.translate,
+                               augmentation.min_visible, fill=0.0)
+
+  def train_loss(params, batch_stats, batch, rng, step=None):
     augment_key, dropout_key = jax.random.split(rng)
-    images, boxes, mask = box_augment.augment(
-        inputs(batch['image']), batch['boxes'], batch['box_mask'], augment_key,
-        augmentation.flip_prob, augmentation.scale, augmentation.translate,
-        augmentation.min_visible, fill=0.0)
+    original = (inputs(batch['image']), batch['boxes'].astype(jnp.float32), batch['box_mask'])
+    if augmentation.stop_step < 0:
+      images, boxes, mask = augmented(*original, augment_key)
+    else:
+      images, boxes, mask = jax.lax.cond(step < augmentation.stop_step, augmented,
+                                         lambda i, b, m, _: (i, b, m), *original, augment_key)
     raw, updates = model.apply(_variables(params, batch_stats), normalize(images), train=True,
                                rngs={'dropout': dropout_key}, mutable=['batch_stats'])
     terms = yolo_loss(raw, boxes, batch['classes'], mask, anchors, image_size, loss_config)
@@ -159,4 +170,4 @@ def detection(model, anchors, image_size: tuple[int, int], num_classes: int, cha
     return results
 
   return Task(train_loss=train_loss, eval_sums=eval_sums, finalize=finalize,
-              final_report=final_report)
+              final_report=final_report, takes_step=augmentation.stop_step >= 0)
