@@ -86,7 +86,8 @@ def run(config, workdir: str) -> dict:
       augmentation=Augmentation(det.flip_prob, tuple(det.scale), det.translate, det.min_visible,
                                 augmentation_stop_step(config,
                                                        dataset.train_loader.steps_per_epoch)),
-      post=PostProcess(det.score_threshold, det.nms_iou, det.max_detections, det.pre_nms_top_k),
+      post=PostProcess(det.score_threshold, det.nms_iou, det.max_detections, det.pre_nms_top_k,
+                       det.vote_iou),
       match_score=det.match_score, eval_sets=dataset.eval_sets,
       eval_batch_size=t.eval_batch_size, class_names=dataset.class_names,
       report_images=det.report_images)

@@ -243,39 +243,59 @@ def test_loss_ignores_padding_and_good_non_responsible_predictions():
 # ---------------------------------------------------------------------------- NMS
 
 
+def _iou_of(a, b):
+  w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+  h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+  return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+
 def _reference_nms(boxes, scores, classes, iou_threshold, score_threshold, max_detections):
   """Brute-force greedy NMS in NumPy: visit by score, keep unless a kept box of the same class
   overlaps with IoU > threshold."""
-  def iou(a, b):
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union
   kept = []
   for i in np.argsort(-scores, kind='stable'):
     if scores[i] < score_threshold:
       continue
-    if all(classes[j] != classes[i] or iou(boxes[i], boxes[j]) <= iou_threshold for j in kept):
+    if all(classes[j] != classes[i] or _iou_of(boxes[i], boxes[j]) <= iou_threshold
+           for j in kept):
       kept.append(i)
   return kept[:max_detections]
 
 
-@pytest.mark.parametrize('seed,iou_threshold,score_threshold,max_detections',
-                         [(0, 0.5, 0.0, 100), (1, 0.3, 0.2, 100), (2, 0.7, 0.1, 5),
-                          (3, 0.45, 0.05, 12)])
-def test_nms_equals_brute_force(seed, iou_threshold, score_threshold, max_detections):
+def _reference_votes(kept, boxes, scores, classes, score_threshold, vote_iou):
+  """Box voting by loops: each kept box becomes the score-weighted mean of the candidates of its
+  class overlapping it with IoU > vote_iou."""
+  out = []
+  for i in kept:
+    members = [j for j in range(len(boxes)) if scores[j] >= score_threshold
+               and classes[j] == classes[i] and _iou_of(boxes[i], boxes[j]) > vote_iou]
+    out.append(sum(scores[j] * boxes[j].astype(np.float64) for j in members)
+               / sum(scores[j] for j in members))
+  return np.array(out).reshape(-1, 4)
+
+
+@pytest.mark.parametrize('seed,iou_threshold,score_threshold,max_detections,vote_iou',
+                         [(0, 0.5, 0.0, 100, 0.0), (1, 0.3, 0.2, 100, 0.0), (2, 0.7, 0.1, 5, 0.0),
+                          (3, 0.45, 0.05, 12, 0.0), (4, 0.5, 0.1, 100, 0.6),
+                          (5, 0.3, 0.0, 20, 0.4)])
+def test_nms_equals_brute_force(seed, iou_threshold, score_threshold, max_detections, vote_iou):
   rng = np.random.default_rng(seed)
   k = 80
   corner = rng.uniform(0, 40, (k, 2))
   boxes = np.concatenate([corner, corner + rng.uniform(4, 20, (k, 2))], axis=1).astype(np.float32)
   scores = rng.uniform(size=k).astype(np.float32)
   classes = rng.integers(0, 3, k)
-  out = jax.jit(non_max_suppression, static_argnums=(3, 4, 5))(
-      boxes, scores, classes, iou_threshold, score_threshold, max_detections)
+  out = jax.jit(non_max_suppression, static_argnums=(3, 4, 5, 6))(
+      boxes, scores, classes, iou_threshold, score_threshold, max_detections, vote_iou)
   kept = _reference_nms(boxes, scores, classes, iou_threshold, score_threshold, max_detections)
   n = len(kept)
   assert int(out['valid'].sum()) == n and bool(out['valid'][:n].all())
-  np.testing.assert_array_equal(out['boxes'][:n], boxes[kept])
+  if vote_iou:
+    voted = _reference_votes(kept, boxes, scores, classes, score_threshold, vote_iou)
+    np.testing.assert_allclose(out['boxes'][:n], voted, rtol=1e-5, atol=1e-4)
+    assert np.abs(voted - boxes[kept]).max() > 0.1  # votes moved some boxes
+  else:
+    np.testing.assert_array_equal(out['boxes'][:n], boxes[kept])
   np.testing.assert_array_equal(out['scores'][:n], scores[kept])
   np.testing.assert_array_equal(out['classes'][:n], classes[kept])
   assert float(jnp.abs(out['boxes'][n:]).sum()) == 0.0

@@ -6,8 +6,11 @@ the score objectness x that probability (YOLOv2/v3). Candidates are ranked by sc
 earlier candidate in row-major cell, anchor order first), the best `pre_nms_top_k` are kept,
 those below `score_threshold` dropped, and greedy NMS keeps a candidate unless an already kept
 candidate of the same class overlaps it with IoU > `iou_threshold` (torchvision's
-batched_nms rule). The first `max_detections` kept, best first, are returned padded, with a
-validity mask.
+batched_nms rule). With `vote_iou` > 0, each kept box is then replaced by box voting (Gidaris &
+Komodakis 2015; YOLOv5's merge-NMS weighs by IoU x score instead): the score-weighted mean of
+the candidates of its class (itself included, suppressed ones too) overlapping it with IoU >
+`vote_iou`; scores and classes stay. The first `max_detections` kept, best first, are returned
+padded, with a validity mask.
 """
 import jax
 import jax.numpy as jnp
@@ -17,7 +20,7 @@ from research.tasks.detection.decode import decode_boxes
 
 
 def non_max_suppression(boxes, scores, classes, iou_threshold: float, score_threshold: float,
-                        max_detections: int) -> dict:
+                        max_detections: int, vote_iou: float = 0.0) -> dict:
   """Class-aware greedy NMS for one image.
 
   Args:
@@ -39,6 +42,12 @@ def non_max_suppression(boxes, scores, classes, iou_threshold: float, score_thre
     return keep.at[i].set(kept), suppressed | (kept & conflicts[i])
 
   keep, _ = jax.lax.fori_loop(0, k, visit, (jnp.zeros(k, bool), jnp.zeros(k, bool)))
+  if vote_iou > 0:
+    same = classes[:, None] == classes[None, :]
+    weights = jnp.where((overlap > vote_iou) & same & candidate[None, :], scores[None, :], 0.0)
+    total = jnp.sum(weights, axis=1, keepdims=True)
+    voted = (weights @ boxes) / jnp.maximum(total, 1e-12)
+    boxes = jnp.where(keep[:, None] & (total > 0), voted, boxes)
   slot = jnp.where(keep, jnp.cumsum(keep) - 1, max_detections)  # past the end: dropped
   take = lambda x: jnp.zeros((max_detections, *x.shape[1:]), x.dtype).at[slot].set(x, mode='drop')
   return {'boxes': take(boxes), 'scores': take(scores), 'classes': take(classes),
@@ -46,7 +55,7 @@ def non_max_suppression(boxes, scores, classes, iou_threshold: float, score_thre
 
 
 def detect(raw, anchors, image_size, score_threshold: float = 0.01, iou_threshold: float = 0.5,
-           max_detections: int = 100, pre_nms_top_k: int = 400) -> dict:
+           max_detections: int = 100, pre_nms_top_k: int = 400, vote_iou: float = 0.0) -> dict:
   """Detections of a batch: raw (N, Sy, Sx, A, 5 + C) -> {'boxes': (N, D, 4) xyxy pixels,
   'scores': (N, D) in [0, 1], 'classes': (N, D) int32, 'valid': (N, D) bool}."""
   raw = raw.astype(jnp.float32)
@@ -60,6 +69,6 @@ def detect(raw, anchors, image_size, score_threshold: float = 0.01, iou_threshol
   def one(b, s, c):
     best = jnp.argsort(-s, stable=True)[:top]
     return non_max_suppression(b[best], s[best], c[best], iou_threshold, score_threshold,
-                               max_detections)
+                               max_detections, vote_iou)
 
   return jax.vmap(one)(boxes, scores, classes)

@@ -42,6 +42,7 @@ class PostProcess:
   iou_threshold: float = 0.5
   max_detections: int = 100
   pre_nms_top_k: int = 400
+  vote_iou: float = 0.0  # > 0: box voting after NMS (nms.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +123,7 @@ def detection(model, anchors, image_size: tuple[int, int], num_classes: int, cha
 
   def detections_of(raw):
     return detect(raw, anchors, image_size, post.score_threshold, post.iou_threshold,
-                  post.max_detections, post.pre_nms_top_k)
+                  post.max_detections, post.pre_nms_top_k, post.vote_iou)
 
   def eval_sums(params, batch_stats, batch):
     raw = predict(params, batch_stats, batch['image'])
