@@ -23,7 +23,8 @@ for the whole command (~2.9 steps/s). Both targets are met (mAP@0.5 >= 0.95, mAP
 Why the unaugmented epochs: trained on zoomed and shifted canvases to the end (the same recipe
 otherwise), the model's boxes came out 0.6 px too narrow and 1.1 px too short on average (on
 training canvases as on test ones; a likely cause: bilinear resampling spreads faint ink beyond
-the box that was drawn tight at ink >= 64), mAP@[.5:.95] 0.6711 (mAP@0.5 0.9542, mAP@0.75 0.8123) in 19 min 49 s.
+the box that was drawn tight at ink >= 64), mAP@[.5:.95] 0.6711 (mAP@0.5 0.9542, mAP@0.75
+0.8123) in 19 min 49 s.
 From that checkpoint, 400 more steps without augmentation gave 0.7080, the same 400 steps with
 it 0.6665; this config's boxes are off by less than 0.04 px on average.
 Box voting (`detection.vote_iou`, off here) on this run's checkpoint: 0.7131 at vote_iou 0.7

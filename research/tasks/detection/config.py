@@ -74,7 +74,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if len(d.scale) != 2 or not 0 < d.scale[0] <= d.scale[1]:
     raise ConfigError(f'detection.scale must be (low, high) with 0 < low <= high, got {d.scale}')
   for key, low, high in (('flip_prob', 0, 1), ('translate', 0, 1), ('min_visible', 0, 1),
-                         ('score_threshold', 0, 1), ('nms_iou', 0, 1), ('vote_iou', 0, 1), ('match_score', 0, 1),
-                         ('objectness_prior', 0, 1), ('object_target_iou', 0, 1)):
+                         ('score_threshold', 0, 1), ('nms_iou', 0, 1), ('vote_iou', 0, 1),
+                         ('match_score', 0, 1), ('objectness_prior', 0, 1),
+                         ('object_target_iou', 0, 1)):
     if not low <= d[key] <= high or (key == 'objectness_prior' and d[key] in (0, 1)):
       raise ConfigError(f'detection.{key} must be in [{low}, {high}], got {d[key]}')
