@@ -260,7 +260,8 @@ def test_detection_config_is_checked():
                               ('data.train_ops', 'flip_lr|normalize', 'leave data.train_ops'),
                               ('detection.nms_iou', 1.5, r'nms_iou must be in \[0, 1\]'),
                               ('detection.object_target_iou', 1.5,
-                               r'object_target_iou must be in \[0, 1\], got 1.5')):
+                               r'object_target_iou must be in \[0, 1\], got 1.5'),
+                              ('detection.vote_iou', -0.1, r'vote_iou must be in \[0, 1\]')):
     with pytest.raises(ConfigError, match=message):
       validate(_config('', **{key: value}))
   with pytest.raises(ConfigError, match='no_augment_epochs must be >= 0, got -1'):
