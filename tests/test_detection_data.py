@@ -247,7 +247,8 @@ def _config(data_dir, **overrides):
               'model.depths': (0, 1, 0), 'detection.head_hidden': 32, 'train.batch_size': 32,
               'train.eval_batch_size': 32, 'train.num_steps': 30, 'train.log_every': 10,
               'train.eval_every': 15, 'train.checkpoint_every': 15,
-              'schedule.warmup_steps': 5, 'detection.report_images': 4}
+              'schedule.warmup_steps': 5, 'detection.report_images': 4,
+              'detection.no_augment_epochs': 0.25}  # 4 steps of 16 an epoch
   settings.update(overrides)
   return load_config('mnist_yolo', 'detection', **settings)
 
@@ -268,7 +269,8 @@ def test_detection_config_is_checked():
     validate(_config('', **{'detection.no_augment_epochs': -1.0}))
   # The last epochs without augmentation: the step they start from, or an error past the run.
   from experiments.detection import augmentation_stop_step
-  assert augmentation_stop_step(_config(''), 16) == -1
+  assert augmentation_stop_step(_config('', **{'detection.no_augment_epochs': 0.0}), 16) == -1
+  assert augmentation_stop_step(_config(''), 16) == 30 - 4
   on = {'train.num_steps': 0, 'train.num_epochs': 10.0, 'detection.no_augment_epochs': 2.5}
   assert augmentation_stop_step(_config('', **on), 16) == 160 - 40
   with pytest.raises(ConfigError, match=r"no_augment_epochs=12 is 192 steps, more than the "
@@ -289,6 +291,7 @@ def test_detection_experiment_trains_and_reports_map(detection_data_dir, tmp_pat
   config = _config(detection_data_dir, **{'train.num_steps': 12, 'train.eval_every': 12,
                                           'train.checkpoint_every': 12, 'train.log_every': 4})
   assert 'grid 24x24 at stride 4, 3 anchors, 10 classes' in detection.check(config)
+  assert detection.check(config).endswith('12 steps at batch 32, unaugmented from step 8')
   with pytest.raises(ConfigError, match='2 anchors given but the detection head predicts 3'):
     detection.run(_config(detection_data_dir, **{'detection.anchors': ((10, 12), (20, 24))}),
                   str(tmp_path / 'bad'))
