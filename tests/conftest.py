@@ -13,10 +13,21 @@ def pytest_configure(config):
 
 
 def prepared(name: str) -> str:
-  """A tfds data dir holding real `name`, prepared from the manual files if it is not there yet."""
+  """A tfds data dir holding real `name`, prepared from the manual files if it is not there yet
+  (under a file lock: pytest-xdist's workers may ask for the same dataset at once)."""
+  import fcntl
+  from research.data import sources
+  data_dir = sources.default_data_dir()
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, f'.{name.replace(":", "_")}.prepare.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    _prepare_unless_there(name, data_dir)
+  return data_dir
+
+
+def _prepare_unless_there(name: str, data_dir: str) -> None:
   from research.data import prepare, sources
   from research.errors import DatasetNotFoundError
-  data_dir = sources.default_data_dir()
   try:
     sources.open_source(name, 'test' if name != 'isbi2012_em' else 'train', data_dir)
   except DatasetNotFoundError:
@@ -26,7 +37,6 @@ def prepared(name: str) -> str:
       pytest.fail(f'real {name} is needed: set TFDS_MANUAL_DIR to a folder holding its original '
                   f'files (e.g. ../shared/datasets) or prepare it: python -m research.data.prepare {name}')
     prepare.prepare(name, data_dir, manual)
-  return data_dir
 
 
 @pytest.fixture(scope='session')
