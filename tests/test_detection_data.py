@@ -215,6 +215,45 @@ def test_voc_2007_loads_through_tfds_mock_data():
       detection_data.load_detection_split('voc/2007', 'train', image_size=(32, 32))
 
 
+def test_the_voc_config_trains_and_reports_on_mock_voc(tmp_path):
+  from experiments import detection
+  rng = np.random.default_rng(0)
+  records = []
+  for i in range(6):  # images of several sizes, 1-3 objects each, one difficult
+    h, w = rng.integers(40, 90, 2)
+    corner = rng.uniform(0.0, 0.5, (3, 2))
+    bbox = np.concatenate([corner, corner + rng.uniform(0.2, 0.5, (3, 2))], axis=1)
+    n = i % 3 + 1
+    records.append({'image': rng.integers(0, 256, (h, w, 3)).astype(np.uint8),
+                    'image/filename': f'{i:06d}.jpg',
+                    'objects': {'bbox': bbox[:n].astype(np.float32), 'label': rng.integers(0, 20, n),
+                                'is_difficult': np.arange(n) == 2,
+                                'is_truncated': np.zeros(n, bool), 'pose': np.zeros(n, int)}})
+
+  def as_data_source(self, split, **kwargs):
+    class Source(list):
+      dataset_info = self.info
+
+      def __getitems__(self, indices):
+        return [self[i] for i in indices]
+    return Source(records)
+
+  config = load_config('voc_yolo', 'detection', **{
+      'detection.image_size': (64, 64), 'detection.head_hidden': 16, 'train.batch_size': 2,
+      'train.eval_batch_size': 4, 'train.num_steps': 4, 'train.log_every': 2,
+      'train.eval_every': 4, 'train.checkpoint_every': 4, 'schedule.warmup_steps': 1,
+      'detection.no_augment_epochs': 1.0, 'detection.report_images': 2})
+  with tfds.testing.mock_data(as_data_source_fn=as_data_source):
+    # 'stage3' (4x4 at 64 px, stride 16) with 'stage4' merged: ResNet-18's feature names hold.
+    plan = detection.check(config)
+    summary = detection.run(config, str(tmp_path))
+  assert 'grid 4x4 at stride 16, 6 anchors, 20 classes' in plan
+  assert plan.endswith('4 steps at batch 2, unaugmented from step 1')
+  assert summary['step'] == 4 and np.isfinite(summary['test/loss'])
+  assert 0.0 <= summary['test/mAP'] <= summary['test/mAP50'] <= 1.0
+  assert os.path.getsize(tmp_path / 'detections_test.png') > 1000
+
+
 def test_batches_carry_the_boxes_of_their_images():
   n = 30
   images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 4, 4, 1), np.uint8)
