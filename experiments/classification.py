@@ -9,7 +9,7 @@ import functools
 import jax
 import numpy as np
 
-from research import data, models
+from research import config as config_lib, data, models
 from research.cli import main_with
 from research.data import labelled_images
 from research.tasks.classification import classification as classification_task
@@ -84,8 +84,7 @@ def check(config) -> str:
   if d.classes:  # the class filter needs the labels
     train_size = len(data.load_split(d.name, d.train_split, d.data_dir, d.image_key, d.label_key,
                                      tuple(d.classes))) - d.validation_holdout
-  steps = (config.train.num_steps if config.train.num_steps > 0 else
-           round(config.train.num_epochs * (train_size // config.train.batch_size)))
+  steps = config_lib.total_steps(config.train, train_size // config.train.batch_size)
   splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())
   return (f'{config.model.name} ({params:,} parameters, input {tuple(shape)}, {num_classes} '
           f'classes) on {d.name} ({splits} examples), {steps:,} steps at batch '

@@ -9,7 +9,7 @@ import functools
 import jax
 import numpy as np
 
-from research import models
+from research import config as config_lib, models
 from research.cli import main_with
 from research.data import augment, sources
 from research.data import segmentation as segmentation_data
@@ -102,8 +102,7 @@ def check(config) -> str:
   shape = jax.eval_shape(augment_fn, train.images, train.masks, jax.random.PRNGKey(0))[0].shape[1:]
   model = models.build_model(config.model, s.num_classes)
   params = models.count_params(model, (1, *shape))
-  steps = (config.train.num_steps if config.train.num_steps > 0 else
-           round(config.train.num_epochs * (sizes['train'] // config.train.batch_size)))
+  steps = config_lib.total_steps(config.train, sizes['train'] // config.train.batch_size)
   splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())
   return (f'{config.model.name} ({params:,} parameters, training input {tuple(shape)}, '
           f'{s.num_classes} classes) on {d.name} ({splits} examples), {steps:,} steps at batch '
