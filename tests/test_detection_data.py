@@ -190,18 +190,20 @@ def test_voc_examples_map_to_the_same_format():
   np.testing.assert_allclose(boxes, [[20, 4, 40, 20], [0, 0, 80, 40]], rtol=1e-6)
 
 
-def test_voc_2007_loads_through_tfds_mock_data():
-  records = _voc_records()
-
-  def as_data_source(self, split, **kwargs):
+def _serving(records):
+  """An `as_data_source_fn` for tfds.testing.mock_data: every split holds `records`."""
+  def as_data_source(builder, split, **kwargs):
     class Source(list):
-      dataset_info = self.info
+      dataset_info = builder.info
 
       def __getitems__(self, indices):
         return [self[i] for i in indices]
     return Source(records)
+  return as_data_source
 
-  with tfds.testing.mock_data(as_data_source_fn=as_data_source):
+
+def test_voc_2007_loads_through_tfds_mock_data():
+  with tfds.testing.mock_data(as_data_source_fn=_serving(_voc_records())):
     split = detection_data.load_detection_split('voc/2007', 'train', max_boxes=4,
                                                 image_size=(32, 32))
     names = detection_data.class_names('voc/2007', 'train')
@@ -230,20 +232,12 @@ def test_the_voc_config_trains_and_reports_on_mock_voc(tmp_path):
                                 'is_difficult': np.arange(n) == 2,
                                 'is_truncated': np.zeros(n, bool), 'pose': np.zeros(n, int)}})
 
-  def as_data_source(self, split, **kwargs):
-    class Source(list):
-      dataset_info = self.info
-
-      def __getitems__(self, indices):
-        return [self[i] for i in indices]
-    return Source(records)
-
   config = load_config('voc_yolo', 'detection', **{
       'detection.image_size': (64, 64), 'detection.head_hidden': 16, 'train.batch_size': 2,
       'train.eval_batch_size': 4, 'train.num_steps': 4, 'train.log_every': 2,
       'train.eval_every': 4, 'train.checkpoint_every': 4, 'schedule.warmup_steps': 1,
       'detection.no_augment_epochs': 1.0, 'detection.report_images': 2})
-  with tfds.testing.mock_data(as_data_source_fn=as_data_source):
+  with tfds.testing.mock_data(as_data_source_fn=_serving(records)):
     # 'stage3' (4x4 at 64 px, stride 16) with 'stage4' merged: ResNet-18's feature names hold.
     plan = detection.check(config)
     summary = detection.run(config, str(tmp_path))
