@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -135,6 +136,16 @@ def _one_line(error: BaseException) -> str:
   return text.splitlines()[0] if text else type(error).__name__
 
 
+def _where(workdir: str, started: float) -> str:
+  """'written to', or 'read from' when summary.json predates this command (a finished run rerun
+  leaves its files as they are)."""
+  try:
+    unchanged = os.path.getmtime(os.path.join(workdir, 'summary.json')) < started
+  except OSError:  # not a local path (gs://) or no summary: say what the run meant to do
+    unchanged = False
+  return 'read from' if unchanged else 'written to'
+
+
 def main_with(experiment, validate=config_lib.validate, check=None):
   """Runs `experiment(config, workdir) -> summary` under absl, printing ConvLabErrors as one line.
 
@@ -160,6 +171,7 @@ def main_with(experiment, validate=config_lib.validate, check=None):
         print(f'dry run: {check(config) if check else "the config is valid"}; nothing was '
               'written', flush=True)
         return
+      started = time.time()
       summary = experiment(config, WORKDIR.value)
     except Preempted as e:
       print(f'stopped: {e}; rerun the same command to resume (exit code {RESUME_EXIT_CODE})',
@@ -180,6 +192,6 @@ def main_with(experiment, validate=config_lib.validate, check=None):
     shown = {k: v for k, v in summary.items() if '/' in k and not k.startswith(('train/', 'last/'))
              and isinstance(v, (int, float))}
     print('results: ' + ', '.join(f'{k}={v:.4f}' for k, v in shown.items()))
-    print(f'written to {WORKDIR.value} (summary.json and the run files)')
+    print(f'{_where(WORKDIR.value, started)} {WORKDIR.value} (summary.json and the run files)')
 
   app.run(main, flags_parser=parse_flags)

@@ -229,3 +229,15 @@ def test_prepare_says_it_used_the_manual_files_without_progress_floods(tmp_path)
   assert '(nothing downloaded)' in result.stdout and '\r' not in result.stdout + result.stderr
   again = prepare('mnist', f'--data_dir={tmp_path}')
   assert 'mnist: already prepared' in again.stdout
+
+
+def test_the_last_line_says_read_from_when_a_finished_run_was_only_reread(tmp_path):
+  import time
+
+  from research.cli import _where
+  assert _where(str(tmp_path), time.time()) == 'written to'  # no summary.json yet
+  before = time.time() - 5
+  (tmp_path / 'summary.json').write_text('{}')
+  assert _where(str(tmp_path), before) == 'written to'  # this command wrote it
+  os.utime(tmp_path / 'summary.json', (before - 60, before - 60))
+  assert _where(str(tmp_path), before) == 'read from'   # it predates this command
