@@ -13,7 +13,7 @@ from research import config as config_lib, data, models
 from research.cli import main_with
 from research.data import labelled_images
 from research.tasks.classification import classification as classification_task
-from research.training import loop as train_loop
+from research.training import loop as train_loop, optim
 
 
 def run(config, workdir: str) -> dict:
@@ -84,7 +84,8 @@ def check(config) -> str:
   if d.classes:  # the class filter needs the labels
     train_size = len(data.load_split(d.name, d.train_split, d.data_dir, d.image_key, d.label_key,
                                      tuple(d.classes))) - d.validation_holdout
-  steps = config_lib.total_steps(config.train, train_size // config.train.batch_size)
+  steps = config_lib.planned_steps(config, train_size)
+  optim.make_schedule(config, steps)  # its checks, as the run makes them
   splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())
   return (f'{config.model.name} ({params:,} parameters, input {tuple(shape)}, {num_classes} '
           f'classes) on {d.name} ({splits} examples), {steps:,} steps at batch '

@@ -16,7 +16,7 @@ from research.tasks.detection.config import detection_config, validate
 from research.tasks.detection.decode import strides
 from research.tasks.detection.loss import LossConfig
 from research.tasks.detection.task import Augmentation, PostProcess, detection
-from research.training import loop as train_loop
+from research.training import loop as train_loop, optim
 
 
 def choose_anchors(det, box_sizes: np.ndarray) -> np.ndarray:
@@ -54,6 +54,10 @@ def augmentation_stop_step(config, steps_per_epoch: int) -> int:
     return -1
   total = config_lib.total_steps(config.train, steps_per_epoch)
   last = round(det.no_augment_epochs * steps_per_epoch)
+  if last == 0:
+    raise ConfigError(f'detection.no_augment_epochs={det.no_augment_epochs:g} is less than one '
+                      f'of the {steps_per_epoch} steps an epoch; raise it to at least '
+                      f'{1 / steps_per_epoch:.3g}, or 0 to augment to the end')
   if last > total:
     raise ConfigError(f'detection.no_augment_epochs={det.no_augment_epochs:g} is {last} steps, '
                       f'more than the run\'s {total}; lower it to at most '
@@ -110,8 +114,9 @@ def check(config) -> str:
              else np.ones((det.num_anchors, 2), np.float32))
   model, raw_shape, stride = build(config, sample.num_classes, anchors, sample.images.shape)
   params = models.count_params(model, sample.images.shape)
+  steps = config_lib.planned_steps(config, sizes['train'] - d.validation_holdout)
+  optim.make_schedule(config, steps)  # its checks, as the run makes them
   steps_per_epoch = (sizes['train'] - d.validation_holdout) // config.train.batch_size
-  steps = config_lib.total_steps(config.train, steps_per_epoch)
   stop = augmentation_stop_step(config, steps_per_epoch)
   plain = f', unaugmented from step {stop:,}' if stop >= 0 else ''
   splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())

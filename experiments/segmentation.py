@@ -19,7 +19,7 @@ from research.data.paired_augment import make_paired_augment
 from research.tasks.segmentation import config as segmentation_config
 from research.tasks.segmentation import losses, report, weight_maps
 from research.tasks.segmentation.task import segmentation as segmentation_task
-from research.training import loop as train_loop
+from research.training import loop as train_loop, optim
 
 
 def _reader(config):
@@ -102,7 +102,8 @@ def check(config) -> str:
   shape = jax.eval_shape(augment_fn, train.images, train.masks, jax.random.PRNGKey(0))[0].shape[1:]
   model = models.build_model(config.model, s.num_classes)
   params = models.count_params(model, (1, *shape))
-  steps = config_lib.total_steps(config.train, sizes['train'] // config.train.batch_size)
+  steps = config_lib.planned_steps(config, sizes['train'])
+  optim.make_schedule(config, steps)  # its checks, as the run makes them
   splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())
   return (f'{config.model.name} ({params:,} parameters, training input {tuple(shape)}, '
           f'{s.num_classes} classes) on {d.name} ({splits} examples), {steps:,} steps at batch '

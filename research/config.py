@@ -226,6 +226,16 @@ def total_steps(train, steps_per_epoch: int) -> int:
   return max(1, round(train.num_epochs * steps_per_epoch))
 
 
+def planned_steps(config, train_examples: int) -> int:
+  """`total_steps` of a run over `train_examples` training examples, for dry runs that count
+  without loading data; ConfigError when one batch is larger than the split, as the loaders
+  raise it."""
+  batch = config.train.batch_size
+  if train_examples < batch:
+    raise ConfigError(f'batch size {batch} is larger than the split ({train_examples})')
+  return total_steps(config.train, train_examples // batch)
+
+
 def check_early_stopping_start(early_stopping, total_steps: int) -> None:
   """ConfigError if early stopping is on but starts at or after the run's last step."""
   es = early_stopping

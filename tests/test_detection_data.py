@@ -298,8 +298,12 @@ def test_detection_config_is_checked():
                               ('detection.vote_iou', -0.1, r'vote_iou must be in \[0, 1\]')):
     with pytest.raises(ConfigError, match=message):
       validate(_config('', **{key: value}))
-  with pytest.raises(ConfigError, match='no_augment_epochs must be >= 0, got -1'):
-    validate(_config('', **{'detection.no_augment_epochs': -1.0}))
+  for bad in (-1.0, float('nan'), float('inf')):
+    with pytest.raises(ConfigError, match=f'no_augment_epochs must be a finite number >= 0, '
+                                          f'got {bad:g}'):
+      validate(_config('', **{'detection.no_augment_epochs': bad}))
+  with pytest.raises(ConfigError, match='vote_iou must be below 1'):
+    validate(_config('', **{'detection.vote_iou': 1.0}))
   # The last epochs without augmentation: the step they start from, or an error past the run.
   from experiments.detection import augmentation_stop_step
   assert augmentation_stop_step(_config('', **{'detection.no_augment_epochs': 0.0}), 16) == -1
@@ -309,6 +313,9 @@ def test_detection_config_is_checked():
   with pytest.raises(ConfigError, match=r"no_augment_epochs=12 is 192 steps, more than the "
                                         r"run's 160; lower it to at most 10"):
     augmentation_stop_step(_config('', **{**on, 'detection.no_augment_epochs': 12.0}), 16)
+  with pytest.raises(ConfigError, match=r'no_augment_epochs=0.01 is less than one of the 16 '
+                                        r'steps an epoch; raise it to at least 0.0625'):
+    augmentation_stop_step(_config('', **{**on, 'detection.no_augment_epochs': 0.01}), 16)
   config = _config('')
   config.detection.unlock()
   config.detection.anchor_sed = 1
@@ -325,6 +332,12 @@ def test_detection_experiment_trains_and_reports_map(detection_data_dir, tmp_pat
                                           'train.checkpoint_every': 12, 'train.log_every': 4})
   assert 'grid 24x24 at stride 4, 3 anchors, 10 classes' in detection.check(config)
   assert detection.check(config).endswith('12 steps at batch 32, unaugmented from step 8')
+  # The dry run meets the run's own checks: the schedule's and the batch against the split.
+  with pytest.raises(ConfigError, match=r'warmup_steps \(300\) must be in \[0, the 12 training'):
+    detection.check(_config(detection_data_dir, **{'train.num_steps': 12,
+                                                   'schedule.warmup_steps': 300}))
+  with pytest.raises(ConfigError, match=r'batch size 32 is larger than the split \(16\)'):
+    detection.check(_config(detection_data_dir, **{'data.train_split': 'train[:16]'}))
   with pytest.raises(ConfigError, match='2 anchors given but the detection head predicts 3'):
     detection.run(_config(detection_data_dir, **{'detection.anchors': ((10, 12), (20, 24))}),
                   str(tmp_path / 'bad'))

@@ -4,6 +4,8 @@ Config files for experiments/detection.py start from `detection_config()`. `conf
 names the backbone (any zoo model returning named feature maps); the head, anchors, loss,
 augmentation and post-processing are set in `config.detection`.
 """
+import math
+
 import ml_collections
 
 from research import config as config_lib
@@ -64,8 +66,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       "'normalize'")
   if config.data.loader != 'in_memory' or config.data.classes:
     raise ConfigError('detection needs data.loader=in_memory and no data.classes filter')
-  if d.no_augment_epochs < 0:
-    raise ConfigError(f'detection.no_augment_epochs must be >= 0, got {d.no_augment_epochs}')
+  if not 0 <= d.no_augment_epochs < math.inf:  # NaN fails too
+    raise ConfigError(f'detection.no_augment_epochs must be a finite number >= 0, got '
+                      f'{d.no_augment_epochs:g}')
+  if d.vote_iou >= 1:
+    raise ConfigError(f'detection.vote_iou must be below 1 (boxes vote when their IoU is above '
+                      f'it; 0 turns voting off), got {d.vote_iou:g}')
   for key in ('max_boxes', 'num_anchors', 'max_detections', 'pre_nms_top_k', 'head_hidden'):
     if d[key] < 1:
       raise ConfigError(f'detection.{key} must be at least 1, got {d[key]}')
