@@ -14,7 +14,8 @@ mirrored digit is not a digit), switched off for the last 2 epochs (YOLOX's clos
 without augmentation). AdamW with warmup and cosine decay, 10 epochs of the 20,000 training
 canvases (3,120 steps at batch 64; unaugmented from step 2,496).
 
-Measured (2026-11-30, 2 Intel Xeon (Sapphire Rapids) cores, nothing else running, seed 0), on
+Measured (2026-11-30, 2 Intel Xeon (Sapphire Rapids) cores, seed 0; nothing else ran but two
+half-minute analysis scripts at low priority), on
 the 2,000 test canvases (real MNIST test digits; the arrangement is synthetic): COCO
 mAP@[.5:.95] 0.7067, mAP@0.5 0.9590, mAP@0.75 0.8597; AP per digit 0-9: 0.777 0.586 0.709
 0.720 0.683 0.695 0.739 0.706 0.726 0.728 (thin 1s are the hardest to box tightly); 18 min 27 s
