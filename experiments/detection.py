@@ -48,7 +48,8 @@ def build(config, num_classes: int, anchors, sample_shape) -> tuple:
 
 def augmentation_stop_step(config, steps_per_epoch: int) -> int:
   """The step from which training sees unaugmented images (detection.no_augment_epochs before
-  the end; -1: never); ConfigError if those epochs are more than the whole run."""
+  the end; -1: never); ConfigError if those epochs are less than one step or more than the
+  whole run."""
   det = config.detection
   if det.no_augment_epochs <= 0:
     return -1

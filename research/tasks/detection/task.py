@@ -4,8 +4,7 @@ Batches are `{'image': uint8 (N, H, W, C), 'boxes': float32 (N, M, 4) xyxy pixel
 int32 (N, M), 'box_mask': bool (N, M)}` (research/data/detection.py), plus 'mask' on
 evaluation batches (0 on padding rows). Images go to [0, 1], are augmented with their boxes
 (research/data/box_augment.py, training only, and not from `Augmentation.stop_step` on), then
-normalised by the training images'
-per-channel mean and std.
+normalised by the training images' per-channel mean and std.
 
   train_loss   the mean over images of the YOLO loss (loss.py); sums 'loss', 'object_loss',
                'box_loss', 'class_loss' (per image) and 'count'
