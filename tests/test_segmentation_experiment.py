@@ -122,7 +122,13 @@ def pet_examples(n, seed=0):
 
 
 def test_oxford_pet_config_opens_mock_data(tmp_path):
+  # 40 mock examples make a 20-step run: shorter than the config's warmup, which the dry run
+  # rejects as the run would.
   config = load('oxford_pet_unet', **{'data.data_dir': str(tmp_path)})
+  with tfds.testing.mock_data(as_data_source_fn=fake_source(pet_examples(40))):
+    with pytest.raises(ConfigError, match=r'warmup_steps \(200\) must be in \[0, the 20'):
+      segmentation.check(config)
+  config = load('oxford_pet_unet', **{'data.data_dir': str(tmp_path), 'schedule.warmup_steps': 10})
   with tfds.testing.mock_data(as_data_source_fn=fake_source(pet_examples(40))):
     description = segmentation.check(config)
   assert description.startswith('unet (') and 'training input (112, 112, 3), 3 classes' in description
