@@ -115,10 +115,10 @@ def check(config) -> str:
              else np.ones((det.num_anchors, 2), np.float32))
   model, raw_shape, stride = build(config, sample.num_classes, anchors, sample.images.shape)
   params = models.count_params(model, sample.images.shape)
-  steps = config_lib.planned_steps(config, sizes['train'] - d.validation_holdout)
+  train_examples = sizes['train'] - d.validation_holdout
+  steps = config_lib.planned_steps(config, train_examples)
   optim.make_schedule(config, steps)  # its checks, as the run makes them
-  steps_per_epoch = (sizes['train'] - d.validation_holdout) // config.train.batch_size
-  stop = augmentation_stop_step(config, steps_per_epoch)
+  stop = augmentation_stop_step(config, train_examples // config.train.batch_size)
   plain = f', unaugmented from step {stop:,}' if stop >= 0 else ''
   splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())
   return (f'{config.model.name} + YOLO head ({params:,} parameters, input '
