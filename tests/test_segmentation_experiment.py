@@ -53,7 +53,7 @@ def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
       **TINY, 'data.data_dir': data_dir, 'data.train_split': 'train[:8]', 'train.num_steps': 60,
       'model.base_width': 8, 'train.eval_every': 30, 'train.checkpoint_every': 30,
       'data.train_ops': 'random_crop(96)|flip_lr|rot90|elastic(3, 10)|brightness(0.1)|normalize',
-      'train.loss': 'weighted_ce+dice', 'segmentation.tta': False, 'train.eval_batch_size': 2,
+      'train.loss': 'weighted_ce+dice', 'segmentation.tta': '', 'train.eval_batch_size': 2,
       'segmentation.overlays': 2})
   segmentation_config.validate(config)
   untrained = _untrained_dice_membrane(config, data_dir)
@@ -100,6 +100,8 @@ def test_configs_validate_and_bad_values_are_one_line():
       'segmentation.class_weights': ('1,2,3', "give '', 'balanced' or 2 non-negative numbers"),
       'segmentation.report_split': ('test', "report_split='test' is not an eval split"),
       'data.classes': ((1,), 'name a validation split in data.eval_splits'),
+      'segmentation.tta': ('flips', r"segmentation.tta='flips'; known: '' \(none\), flip_lr, "
+                           'dihedral'),
   }
   for key, (value, message) in cases.items():
     with pytest.raises(ConfigError, match=message):
@@ -157,7 +159,7 @@ def test_isbi_fcn8s_runs_a_dozen_steps(tmp_path):
   config = load('isbi_fcn8s', **{
       **TINY, 'data.data_dir': prepared('isbi2012_em'), 'data.train_split': 'train[:4]',
       'data.train_ops': 'random_crop(64)|flip_lr|normalize', 'train.num_steps': 12,
-      'segmentation.predict_split': '', 'segmentation.tta': False, 'segmentation.overlays': 1})
+      'segmentation.predict_split': '', 'segmentation.tta': '', 'segmentation.overlays': 1})
   del config.model.depth, config.model.base_width  # TINY's U-Net keys
   segmentation_config.validate(config)
   summary = segmentation.run(config, str(tmp_path))

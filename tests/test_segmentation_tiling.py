@@ -38,8 +38,9 @@ def test_pointwise_model_tiles_exactly(weighting):
   for tile, overlap in ((16, 4), ((32, 24), 8), (64, 0)):  # 64 > 45: padded by reflection
     tiled = tiling.tiled_predict(predict, IMAGES, tile, overlap, weighting=weighting)
     np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-6)
-  tta = tiling.tiled_predict(predict, IMAGES, 16, 4, weighting=weighting, tta=True)
-  np.testing.assert_allclose(tta, whole, rtol=1e-5, atol=1e-6)  # pointwise: equivariant
+  for tta in ('flip_lr', 'dihedral'):  # pointwise: equivariant, so every view agrees
+    averaged = tiling.tiled_predict(predict, IMAGES, 16, 4, weighting=weighting, tta=tta)
+    np.testing.assert_allclose(averaged, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_margin_at_least_the_receptive_radius_makes_tiling_exact():
@@ -60,13 +61,25 @@ def test_unet_tile_of_the_whole_image_is_whole_image_inference():
   np.testing.assert_allclose(tiled, predict(x), rtol=1e-5, atol=1e-6)
 
 
-def test_tta_uses_the_eight_symmetries_each_undone():
+@pytest.mark.parametrize('tta,count', [('', 1), ('flip_lr', 2), ('dihedral', 8)])
+def test_tta_views_are_distinct_and_each_undone(tta, count):
   # (the pointwise test above also checks TTA: a wrong inverse would misplace random pixels)
   x = np.arange(12).reshape(3, 4)
-  views = [forward(x) for forward, _ in tiling._symmetries()]
-  assert len({v.tobytes() + bytes(v.shape) for v in views}) == 8
-  for (forward, inverse), view in zip(tiling._symmetries(), views):
+  pairs = tiling.views(tta)
+  views = [forward(x) for forward, _ in pairs]
+  assert len({v.tobytes() + bytes(v.shape) for v in views}) == count == len(pairs)
+  for (forward, inverse), view in zip(pairs, views):
     np.testing.assert_array_equal(inverse(view), x)
+  if tta == 'flip_lr':  # rows stay where they are: an up/down annotation offset survives
+    assert all(sorted(v[0]) == [0, 1, 2, 3] for v in views)
+
+
+def test_flip_lr_tta_averages_a_model_and_its_mirror():
+  # a model that is not mirror-equivariant: logits = x shifted right by one column
+  shift = lambda x: np.concatenate([x[:, :, :1], x[:, :, :-1]], axis=2)
+  averaged = tiling.tiled_predict(shift, IMAGES, (45, 70), 0, tta='flip_lr', weighting='uniform')
+  mirrored = shift(IMAGES[:, :, ::-1])[:, :, ::-1]  # = x shifted left, edge repeated
+  np.testing.assert_allclose(averaged, (shift(IMAGES) + mirrored) / 2, rtol=1e-6)
 
 
 def test_tiles_cover_the_image():
@@ -82,5 +95,9 @@ def test_bad_tiling_is_one_config_error():
     tiling.tiled_predict(lambda x: x, IMAGES, 16, 16)
   with pytest.raises(ConfigError, match='margin 5 needs'):
     tiling.tiled_predict(lambda x: x, IMAGES, 16, 8, margin=5)
-  with pytest.raises(ConfigError, match='needs square tiles'):
-    tiling.tiled_predict(lambda x: x, IMAGES, (16, 32), 8, tta=True)
+  with pytest.raises(ConfigError, match="needs square tiles, not 16x32; use 'flip_lr'"):
+    tiling.tiled_predict(lambda x: x, IMAGES, (16, 32), 8, tta='dihedral')
+  tiling.tiled_predict(lambda x: x, IMAGES, (16, 32), 8, tta='flip_lr')  # any tile
+  with pytest.raises(ConfigError, match=r"test-time augmentation 'rot'; known: '' \(none\), "
+                     "flip_lr, dihedral"):
+    tiling.tiled_predict(lambda x: x, IMAGES, 16, 8, tta='rot')

@@ -47,7 +47,7 @@ def get_config():
   c.train.checkpoint_every = 600
   c.schedule.warmup_steps = 30
   s = c.segmentation
-  s.tta = False
+  s.tta = ''
   s.overlays = 0
   s.predict_split = ''
   return c

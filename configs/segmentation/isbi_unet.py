@@ -65,5 +65,5 @@ def get_config():
   s.region_scores = True
   s.predict_split = 'test'
   s.overlays = 5
-  s.tta = True
+  s.tta = 'dihedral'
   return c

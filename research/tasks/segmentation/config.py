@@ -14,7 +14,7 @@ import ml_collections
 from research import config as config_lib
 from research.errors import ConfigError
 from research.tasks.segmentation import losses
-from research.tasks.segmentation.tiling import WEIGHTINGS
+from research.tasks.segmentation.tiling import TTA_VIEWS, WEIGHTINGS
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   s.tile_size = 0                       # 0 = whole images; else tiles of this size
   s.tile_overlap = 32
   s.tile_weighting = 'gaussian'
-  s.tta = False                         # average over the 8 flips/rotations
+  s.tta = ''                            # test-time views: '' | 'flip_lr' | 'dihedral' (tiling.py)
   return c
 
 
@@ -93,5 +93,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if s.tile_weighting not in WEIGHTINGS:
     raise ConfigError(f'segmentation.tile_weighting={s.tile_weighting!r}; known: '
                       f'{", ".join(WEIGHTINGS)}')
+  if s.tta not in TTA_VIEWS:
+    raise ConfigError(f"segmentation.tta={s.tta!r}; known: '' (none), "
+                      f"{', '.join(v for v in TTA_VIEWS if v)}")
   if s.tile_size < 0 or s.image_size < 0 or s.overlays < 0:
     raise ConfigError('segmentation.tile_size, image_size and overlays must be >= 0')

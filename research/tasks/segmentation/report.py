@@ -63,7 +63,7 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
                       predict_name: str = '', predict_split=None, num_classes: int, class_names,
                       ignore_label: int = 255, majority: int = 0, region_scores: bool = False,
                       cell_class: int = 1, tile_size: int = 0, tile_overlap: int = 0,
-                      tile_weighting: str = 'gaussian', tta: bool = False, overlays: int = 0):
+                      tile_weighting: str = 'gaussian', tta: str = '', overlays: int = 0):
   """`final_report(state, workdir) -> {name: value}` (see the module doc). `report_split` and
   `predict_split` are research/data/segmentation.SegmentationSplit (whole splits);
   `preprocess(uint8 images) -> float images` is the evaluation pipeline."""
@@ -114,7 +114,9 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
       results[f'predictions/{predict_name}'] = len(predicted)
     tiles = f'{tile_size}x{tile_size} tiles, overlap {tile_overlap}, {tile_weighting}' if tile_size \
         else 'whole images'
-    results['report/inference'] = tiles + (', 8-fold test-time augmentation' if tta else '')
+    if tta:
+      tiles += f', {len(tiling.views(tta))}-fold test-time augmentation ({tta})'
+    results['report/inference'] = tiles
     return results
 
   return final_report

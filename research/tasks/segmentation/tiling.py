@@ -15,8 +15,12 @@ inside the image (the border's predictions saw padding, not the image), which ne
 overlap >= 2 margin. With margin >= the model's receptive-field radius, tiled logits equal
 whole-image logits up to float rounding (tested).
 
-`tta=True` averages the logits over the 8 symmetries of the square (4 rotations x optional
-flip; square tiles only), each undone on the logits before averaging.
+`tta` averages the logits over a set of views, each undone on the logits before averaging:
+  ''          none
+  'flip_lr'   the image and its left-right mirror (2 views): keeps up/down, so a model
+              that learnt an annotation offset along the height axis keeps it
+  'dihedral'  the 8 symmetries of the square (4 rotations x optional flip; square tiles only),
+              as the U-Net paper did
 `predict(images (n, h, w, C)) -> logits (n, h, w, K)` is the model in eval mode (jit it).
 """
 import numpy as np
@@ -24,6 +28,7 @@ import numpy as np
 from research.errors import ConfigError
 
 WEIGHTINGS = ('gaussian', 'uniform')
+TTA_VIEWS = ('', 'flip_lr', 'dihedral')
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -92,11 +97,21 @@ def _tiled(predict, image, tile, overlap, weighting, margin, batch_size):
   return (total / weight_sum)[:height, :width].astype(np.float32)
 
 
-def _symmetries():
-  """(transform, inverse) pairs on (H, W, ...) arrays: the 8 symmetries of the square."""
+def check_tta(tta: str) -> None:
+  if tta not in TTA_VIEWS:
+    raise ConfigError(f"test-time augmentation {tta!r}; known: '' (none), "
+                      f"{', '.join(v for v in TTA_VIEWS if v)}")
+
+
+def views(tta: str):
+  """(transform, inverse) pairs on (H, W, ...) arrays for the `tta` name (module doc)."""
+  check_tta(tta)
+  if tta == 'flip_lr':
+    mirror = lambda x: x[:, ::-1]
+    return [(lambda x: x, lambda y: y), (mirror, mirror)]
   pairs = []
-  for k in range(4):
-    for flip in (False, True):
+  for k in range(4 if tta == 'dihedral' else 1):
+    for flip in ((False, True) if tta == 'dihedral' else (False,)):
       forward = lambda x, k=k, f=flip: np.rot90(x[:, ::-1] if f else x, k)
       inverse = lambda y, k=k, f=flip: (lambda z: z[:, ::-1] if f else z)(np.rot90(y, -k))
       pairs.append((forward, inverse))
@@ -104,24 +119,25 @@ def _symmetries():
 
 
 def tiled_predict(predict, images, tile, overlap: int = 0, *, weighting: str = 'gaussian',
-                  margin: int = 0, tta: bool = False, size_multiple: int = 1,
+                  margin: int = 0, tta: str = '', size_multiple: int = 1,
                   batch_size: int = 8) -> np.ndarray:
   """float32 logits (N, H, W, K) of float images (N, H, W, C) (see the module doc).
   `tile` is an int or (h, w); raises ConfigError for a tile size that is not a multiple of
-  `size_multiple` or an overlap/margin that cannot work."""
+  `size_multiple`, an overlap/margin that cannot work or an unknown `tta`."""
   tile = (int(tile), int(tile)) if np.ndim(tile) == 0 else tuple(int(t) for t in tile)
   check_tiling(tile, overlap, margin, size_multiple)
   images = np.asarray(images, np.float32)
-  if tta and tile[0] != tile[1]:
-    raise ConfigError(f'test-time augmentation rotates tiles by 90 degrees: it needs square '
-                      f'tiles, not {tile[0]}x{tile[1]}')
+  pairs = views(tta)
+  if tta == 'dihedral' and tile[0] != tile[1]:
+    raise ConfigError(f'dihedral test-time augmentation rotates tiles by 90 degrees: it needs '
+                      f"square tiles, not {tile[0]}x{tile[1]}; use 'flip_lr'")
   out = []
   for image in images:
     if not tta:
       out.append(_tiled(predict, image, tile, overlap, weighting, margin, batch_size))
       continue
-    views = [inverse(_tiled(predict, np.ascontiguousarray(forward(image)), tile, overlap,
-                            weighting, margin, batch_size))
-             for forward, inverse in _symmetries()]
-    out.append(np.mean(views, axis=0).astype(np.float32))
+    outputs = [inverse(_tiled(predict, np.ascontiguousarray(forward(image)), tile, overlap,
+                              weighting, margin, batch_size))
+               for forward, inverse in pairs]
+    out.append(np.mean(outputs, axis=0).astype(np.float32))
   return np.stack(out)
