@@ -19,6 +19,11 @@ Features:
   slice     int32, the slice index within its folder (0..29)
   labelled  bool, whether `mask` holds ground truth (False on the test split)
 
+The labels are offset from the image: they lie about half a pixel to a pixel ABOVE the dark
+membranes they mark, and a fraction of a pixel to the left (tests/test_segmentation_data.py
+measures it without a model). A flip up/down or a 90-degree rotation of image and label
+together reverses that offset, so such augmentation teaches a model two placements at once;
+configs/segmentation/isbi_unet.py flips left-right only.
 The manual dir holds `train/image/{0..29}.png`, `train/label/{0..29}.png`, `test/{0..29}.png`.
 Every file is checked against the MD5 sums registered beside this module
 (isbi2012_em_md5sums.txt, the data set's MD5SUMS); a missing or different file stops the
