@@ -1,6 +1,8 @@
 """The segmentation experiment end to end, shrunk: ISBI U-Net on real slices (60 steps that must
 beat an untrained model, the report and its PNGs), the configs' validation, Oxford-IIIT Pet on
 mock data."""
+import glob
+import importlib.util
 import json
 import os
 
@@ -10,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from experiments import segmentation
 from research.errors import ConfigError
+from research.sweeps import grid
 from research.tasks.segmentation import config as segmentation_config
 from tests.conftest import prepared
 from tests.helpers import load_config
@@ -90,9 +93,31 @@ def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
   assert any('train/pixel_accuracy' in r for r in records)
 
 
+SHIPPED = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), 'configs', 'segmentation', '*.py'))
+    if not p.endswith('__init__.py'))
+
+
+@pytest.mark.parametrize('name', SHIPPED)
+def test_shipped_configs_and_their_sweep_points_validate_and_give_their_command(name):
+  assert {'isbi_unet', 'isbi_fcn8s', 'oxford_pet_unet', 'isbi_loss_ablation'} <= set(SHIPPED)
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs', 'segmentation',
+                      f'{name}.py')
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  segmentation_config.validate(module.get_config())
+  command = ('experiments.sweep' if hasattr(module, 'get_sweep')
+             else 'experiments.segmentation')
+  assert f'python -m {command} --config=configs/segmentation/{name}.py' in ' '.join(
+      module.__doc__.split())
+  if hasattr(module, 'get_sweep'):
+    points, _ = grid.expand(module.get_sweep())
+    for point in points:
+      segmentation_config.validate(load(name, **point.overrides))
+
+
 def test_configs_validate_and_bad_values_are_one_line():
-  for name in ('isbi_unet', 'isbi_fcn8s', 'oxford_pet_unet'):
-    segmentation_config.validate(load(name))
   cases = {
       'segmentation.class_names': (('a',), 'has 1 names for 2 classes'),
       'segmentation.ignore_label': (1, 'ignore_label=1 is one of the classes'),
