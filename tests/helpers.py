@@ -7,13 +7,18 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(name: str, kind: str = 'classification', **overrides):
-  """configs/<kind>/<name>.py's config with dotted overrides ('train.num_steps': 10)."""
+def config_module(name: str, kind: str = 'classification'):
+  """The module configs/<kind>/<name>.py (its get_config(), docstring, get_sweep() if any)."""
   path = os.path.join(REPO, 'configs', kind, f'{name}.py')
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  return module
+
+
+def load_config(name: str, kind: str = 'classification', **overrides):
+  """configs/<kind>/<name>.py's config with dotted overrides ('train.num_steps': 10)."""
+  config = config_module(name, kind).get_config()
   for dotted, value in overrides.items():
     *path, key = dotted.split('.')
     node = config

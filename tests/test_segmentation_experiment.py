@@ -2,7 +2,6 @@
 beat an untrained model, the report and its PNGs), the configs' validation, Oxford-IIIT Pet on
 mock data."""
 import glob
-import importlib.util
 import json
 import os
 
@@ -15,7 +14,7 @@ from research.errors import ConfigError
 from research.sweeps import grid
 from research.tasks.segmentation import config as segmentation_config
 from tests.conftest import prepared
-from tests.helpers import load_config
+from tests.helpers import REPO, config_module, load_config
 from tests.test_segmentation_data import fake_source
 
 
@@ -93,19 +92,18 @@ def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
   assert any('train/pixel_accuracy' in r for r in records)
 
 
-SHIPPED = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(
-    os.path.dirname(os.path.dirname(__file__)), 'configs', 'segmentation', '*.py'))
-    if not p.endswith('__init__.py'))
+SHIPPED = sorted(os.path.basename(p)[:-3] for p in glob.glob(
+    os.path.join(REPO, 'configs', 'segmentation', '*.py')) if not p.endswith('__init__.py'))
+
+
+def test_the_shipped_configs_are_found():
+  assert {'isbi_unet', 'isbi_fcn8s', 'oxford_pet_unet', 'isbi_loss_ablation',
+          'isbi_orientation_ablation'} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize('name', SHIPPED)
 def test_shipped_configs_and_their_sweep_points_validate_and_give_their_command(name):
-  assert {'isbi_unet', 'isbi_fcn8s', 'oxford_pet_unet', 'isbi_loss_ablation'} <= set(SHIPPED)
-  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs', 'segmentation',
-                      f'{name}.py')
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_module(name, 'segmentation')
   segmentation_config.validate(module.get_config())
   command = ('experiments.sweep' if hasattr(module, 'get_sweep')
              else 'experiments.segmentation')

@@ -10,7 +10,6 @@ it on the real slices without a model). A flip up/down or a 90-degree rotation m
 to the other side, so a network trained with the 8 symmetries cannot learn it and pays for it as
 label noise; left-right flips keep it.
 
-
 Points: 'dihedral' (flip_lr, flip_ud, rot90: all 8 symmetries),
 'flip_lr' (left-right flips only, as isbi_unet.py), 'none' (no flips or rotations).
 Reported: validation slices 25-29, whole 512x512 images (validation numbers: the test labels
@@ -35,9 +34,10 @@ _PHOTOMETRIC = isbi_loss_ablation._PHOTOMETRIC  # pylint: disable=protected-acce
 
 
 def get_config():
+  """The loss ablation's CE + Dice point without elastic deformation (left-right flips)."""
   c = isbi_loss_ablation.get_config()
   c.train.loss = 'ce+dice'
-  c.data.train_ops = 'random_crop(128)|flip_lr|' + _PHOTOMETRIC
+  c.data.train_ops = isbi_loss_ablation._COMMON + _PHOTOMETRIC  # pylint: disable=protected-access
   return c
 
 
