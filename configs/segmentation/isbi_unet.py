@@ -36,17 +36,18 @@ to 0.947 per slice): it does not overfit. Short of the pixel-accuracy target (0.
 Dice and the Rand error reach theirs. The same config on one core (a sweep with --parallel=2
 pins each run to a core) gave 0.9287 for seed 0: XLA:CPU's float results depend on its thread
 count.
-Also measured (validation, flip_lr TTA; seed 0 unless said): on 2 AMD EPYC cores, which train it at
-~5 steps/s, seed 1 in 13 min 22 s: 0.9284, Dice 0.8210, adapted Rand error 0.131, and twice the
-steps (7,200, seed 0, 27 min 37 s): 0.9287, Dice 0.8218, adapted Rand error 0.025; no flips at all
-(no TTA; the labels also sit a little left of the membranes, which a left-right flip reverses), seed
-0 in 13 min 45 s: 0.9269, Dice 0.8177; Adam 1e-3: 0.9270 and 0.9280 for seeds 0 and 1 (Dice 0.8160,
-0.8204; adapted Rand error 0.102, 0.103; 7 min 22 s and 6 min 51 s); CE alone at 3e-3: 0.9287, Dice
-0.8190; Adam 1e-3 at base width 32 (7,762,498 parameters), 3,000 steps: 0.9281, Dice 0.8199, adapted
-Rand error 0.139, 18 min 44 s; Adam 1e-3 with 256x256 crops, no dropout, 3,000 steps: 0.9263, Dice
-0.8145, 18 min 19 s (its training pixel accuracy reached 0.95: it overfits). The earlier config (256
-crops with flips up/down and rotations, width 32, no dropout, Adam 1e-3, 1,000 steps, 8-fold TTA):
-0.9236, Dice 0.8080, adapted Rand error 0.045, 28 min 54 s.
+Also measured on the Xeon (validation, flip_lr TTA; seed 0 unless said): Adam 1e-3: 0.9270 and
+0.9280 for seeds 0 and 1 (Dice 0.8160, 0.8204; adapted Rand error 0.102, 0.103; 7 min 22 s and 6 min
+51 s); CE alone at 3e-3: 0.9287, Dice 0.8190; Adam 1e-3 at base width 32 (7,762,498 parameters),
+3,000 steps: 0.9281, Dice 0.8199, adapted Rand error 0.139, 18 min 44 s; Adam 1e-3 with 256x256
+crops, no dropout, 3,000 steps: 0.9263, Dice 0.8145, 18 min 19 s (its training pixel accuracy
+reached 0.95: it overfits). The earlier config (256 crops with flips up/down and rotations, width
+32, no dropout, Adam 1e-3, 1,000 steps, 8-fold TTA): 0.9236, Dice 0.8080, adapted Rand error 0.045,
+28 min 54 s. On 2 AMD EPYC cores, which train this config at ~4.5-5 steps/s (times are
+summary.json's wall_time_s): seed 1 in 13 min 22 s: 0.9284, Dice 0.8210, adapted Rand error 0.131;
+twice the steps (7,200, seed 0) in 27 min 37 s: 0.9287, Dice 0.8218, adapted Rand error 0.025; no
+flips at all (no TTA; the labels also sit a little left of the membranes, which a left-right flip
+reverses), seed 0 in 13 min 45 s: 0.9269, Dice 0.8177.
 """
 from research.tasks.segmentation.config import base_config
 
