@@ -43,11 +43,11 @@ Also measured on the Xeon (validation, flip_lr TTA; seed 0 unless said): Adam 1e
 crops, no dropout, 3,000 steps: 0.9263, Dice 0.8145, 18 min 19 s (its training pixel accuracy
 reached 0.95: it overfits). The earlier config (256 crops with flips up/down and rotations, width
 32, no dropout, Adam 1e-3, 1,000 steps, 8-fold TTA): 0.9236, Dice 0.8080, adapted Rand error 0.045,
-28 min 54 s. On 2 AMD EPYC cores, which train this config at ~4.5-5 steps/s (times are
-summary.json's wall_time_s): seed 1 in 13 min 22 s: 0.9284, Dice 0.8210, adapted Rand error 0.131;
-twice the steps (7,200, seed 0) in 27 min 37 s: 0.9287, Dice 0.8218, adapted Rand error 0.025; no
-flips at all (no TTA; the labels also sit a little left of the membranes, which a left-right flip
-reverses), seed 0 in 13 min 45 s: 0.9269, Dice 0.8177.
+28 min 54 s. On 2 AMD EPYC cores, which train this config at ~4.5 steps/s (the logged median; times
+are summary.json's wall_time_s): seed 1 in 13 min 22 s: 0.9284, Dice 0.8210, adapted Rand error
+0.131; twice the steps (7,200, seed 0) in 27 min 37 s: 0.9287, Dice 0.8218, adapted Rand error
+0.025; no flips at all (no TTA; the labels also sit a little left of the membranes, which a
+left-right flip reverses), seed 0 in 13 min 45 s: 0.9269, Dice 0.8177.
 """
 from research.tasks.segmentation.config import base_config
 
