@@ -165,6 +165,63 @@ def test_dispatch_uses_xla_where_onednn_does_not_apply(monkeypatch):
   assert 'convlab' not in _lowered(lambda x, k: plain(x, k), x, kernel)
 
 
+def _gradients(impl, x, kernel, cotangent, padding):
+  loss = _loss(impl, (1, 1), padding, (1, 1), 1)
+  fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+  (_, y), (dx, dk) = fn(x, kernel, cotangent)
+  return fn.lower(x, kernel, cotangent).as_text(), (y, dx, dk)
+
+
+@needs_onednn
+@pytest.mark.parametrize('reference_pass', onednn.PASSES)
+def test_a_pass_with_only_reference_code_runs_on_xla(monkeypatch, reference_pass):
+  keys = jax.random.split(jax.random.key(1), 3)
+  x, kernel = jax.random.normal(keys[0], (2, 6, 6, 4)), jax.random.normal(keys[1], (3, 3, 4, 5))
+  cotangent = jax.random.normal(keys[2], (2, 6, 6, 5))
+  real = onednn.implementation
+  monkeypatch.setattr(onednn, 'implementation', lambda pass_name, *args: 'ref:any'
+                      if pass_name == reference_pass else real(pass_name, *args))
+  hlo, got = _gradients(conv.conv_general_dilated, x, kernel, cotangent, 'SAME')
+  if reference_pass == 'forward':  # then the whole convolution, gradients too
+    assert 'convlab_conv' not in hlo
+  else:
+    for pass_name in onednn.PASSES:
+      assert (f'convlab_conv_{pass_name}' in hlo) == (pass_name != reference_pass), pass_name
+  _, want = _gradients(lax.conv_general_dilated, x, kernel, cotangent, 'SAME')
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(w))))
+
+
+@needs_onednn
+def test_fcn_fc6_kernel_gradient_follows_onednn_implementation():
+  # FCN-8s's fc6 on VGG-16 (7x7, 512 -> 4096) on a 2x2 map: oneDNN 3.2 (AVX2) has only its
+  # reference code for the kernel gradient, ~100x slower than XLA's (BENCHMARKS.md).
+  keys = jax.random.split(jax.random.key(2), 3)
+  x = jax.random.normal(keys[0], (1, 2, 2, 512))
+  kernel = jax.random.normal(keys[1], (7, 7, 512, 4096)) / np.sqrt(7 * 7 * 512)
+  cotangent = jax.random.normal(keys[2], (1, 2, 2, 4096))
+  pads = ((3, 3), (3, 3))
+  names = {p: onednn.implementation(p, x.shape, kernel.shape, cotangent.shape, (1, 1), pads,
+                                    (1, 1), 1) for p in onednn.PASSES}
+  assert all(names.values()), names
+  hlo, got = _gradients(conv.conv_general_dilated, x, kernel, cotangent, pads)
+  for pass_name, name in names.items():
+    on_onednn = not names['forward'].startswith('ref') and not name.startswith('ref')
+    assert (f'convlab_conv_{pass_name}' in hlo) == on_onednn, names
+  _, want = _gradients(lax.conv_general_dilated, x, kernel, cotangent, pads)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(w))))
+
+
+@needs_onednn
+def test_onednn_refusing_a_geometry_is_named():
+  # Output shape inconsistent with the geometry: oneDNN refuses the description.
+  with pytest.raises(ValueError, match=r'oneDNN forward convolution of \(1, 4, 4, 2\) by '
+                                       r'\(3, 3, 2, 2\): '):
+    onednn.implementation('forward', (1, 4, 4, 2), (3, 3, 2, 2), (1, 9, 9, 2), (1, 1),
+                          ((1, 1), (1, 1)), (1, 1), 1)
+
+
 def test_a_bad_backend_choice_is_a_config_error(monkeypatch):
   monkeypatch.setenv('CONVLAB_CONV', 'mkl')
   with pytest.raises(ConfigError, match=r"CONVLAB_CONV='mkl'; expected one of auto, xla, onednn"):

@@ -82,6 +82,37 @@ def register() -> None:
     raise KernelUnavailable(f'cannot load {path}: {e}') from e
   for name in TARGETS:
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform='cpu')
+  query = library.convlab_conv_implementation
+  query.restype = ctypes.c_char_p
+  query.argtypes = [ctypes.c_int] + [ctypes.POINTER(ctypes.c_int64)] * 7 + [ctypes.c_int64]
+  _LOADED['implementation'] = query
+
+
+_LOADED = {}  # what register() found in the library, for implementation()
+PASSES = ('forward', 'backward_data', 'backward_weights')
+
+
+@functools.cache
+def implementation(pass_name: str, x_shape, kernel_shape, y_shape, strides, padding, dilation,
+                   groups: int) -> str:
+  """The implementation oneDNN picks for one pass (`PASSES`) of a convolution: NHWC `x_shape`
+  and `y_shape`, HWIO `kernel_shape`, `padding` ((lo, hi), (lo, hi)), `dilation` as
+  lax's rhs_dilation (1 = none). E.g. 'brgconv:avx2', 'jit:avx2', or 'ref:any', oneDNN's
+  unoptimised reference code (for FCN's fc6, a 7x7 kernel on a 4x4 map, its kernel gradient
+  is ~100x slower than XLA's). Raises KernelUnavailable where the kernels cannot be had, and
+  ValueError where oneDNN refuses the geometry."""
+  reason = availability()
+  if reason:
+    raise KernelUnavailable(reason)
+  array = lambda values: (ctypes.c_int64 * len(values))(*[int(v) for v in values])
+  name = _LOADED['implementation'](
+      PASSES.index(pass_name), array(x_shape), array(kernel_shape), array(y_shape),
+      array(strides), array([lo for lo, _ in padding]), array([hi for _, hi in padding]),
+      array(dilation), int(groups)).decode()
+  if name.startswith('error: '):
+    raise ValueError(f'oneDNN {pass_name} convolution of {tuple(x_shape)} by '
+                     f'{tuple(kernel_shape)}: {name[7:]}')
+  return name
 
 
 @functools.cache

@@ -78,10 +78,10 @@ memory::desc any(const Dims& dims) {
   return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
 }
 
-Geometry MakeGeometry(ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
-                      ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> strides,
-                      ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
-                      ffi::Span<const int64_t> dilation, int64_t groups) {
+// From JAX's dims: x NHWC, w HWIO, y NHWC; `dilation` in JAX's convention (1 = none).
+Geometry MakeGeometry(const int64_t* x_dims, const int64_t* w_dims, const int64_t* y_dims,
+                      const int64_t* strides, const int64_t* pad_lo, const int64_t* pad_hi,
+                      const int64_t* dilation, int64_t groups) {
   Geometry g;
   g.n = x_dims[0]; g.h = x_dims[1]; g.w = x_dims[2]; g.c = x_dims[3];
   g.kh = w_dims[0]; g.kw = w_dims[1]; g.o = w_dims[3];
@@ -92,6 +92,14 @@ Geometry MakeGeometry(ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> 
   g.pad_hi = {pad_hi[0], pad_hi[1]};
   g.dilation = {dilation[0] - 1, dilation[1] - 1};
   return g;
+}
+
+Geometry MakeGeometry(ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
+                      ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> strides,
+                      ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+                      ffi::Span<const int64_t> dilation, int64_t groups) {
+  return MakeGeometry(x_dims.begin(), w_dims.begin(), y_dims.begin(), strides.begin(),
+                      pad_lo.begin(), pad_hi.begin(), dilation.begin(), groups);
 }
 
 // Each call brings its own scratchpad: XLA may run one primitive on several threads at once.
@@ -128,11 +136,13 @@ template <typename Primitive>
 struct Backward {
   typename Primitive::primitive_desc pd;
   Primitive prim;
-  explicit Backward(const Geometry& g)
-      : pd(cpu_engine(), dnnl::algorithm::convolution_direct, nhwc(g.src()), any(g.weights()),
-           nhwc(g.dst()), g.strides, g.dilation, g.pad_lo, g.pad_hi, ForwardDesc(g),
-           UserScratchpad()),
-        prim(pd) {}
+  static typename Primitive::primitive_desc Describe(const Geometry& g) {
+    return typename Primitive::primitive_desc(
+        cpu_engine(), dnnl::algorithm::convolution_direct, nhwc(g.src()), any(g.weights()),
+        nhwc(g.dst()), g.strides, g.dilation, g.pad_lo, g.pad_hi, ForwardDesc(g),
+        UserScratchpad());
+  }
+  explicit Backward(const Geometry& g) : pd(Describe(g)), prim(pd) {}
 };
 using BackwardData = Backward<dnnl::convolution_backward_data>;
 using BackwardWeights = Backward<dnnl::convolution_backward_weights>;
@@ -256,3 +266,26 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(convlab_conv_backward_weights, ConvBackwardWeights
                               CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(convlab_materialize, Materialize,
                               ffi::Ffi::Bind().Arg<F32>().Ret<F32>());
+
+// The implementation oneDNN picks for one pass (0 forward, 1 backward-data, 2 backward-weights)
+// of a geometry (arguments as MakeGeometry's), e.g. "brgconv:avx2" or "ref:any" (its unoptimised
+// reference code, which research/models/conv.py leaves to XLA), or "error: ..." where oneDNN
+// refuses the geometry. The text lives until the calling thread's next call.
+extern "C" const char* convlab_conv_implementation(int pass, const int64_t* x_dims,
+                                                   const int64_t* w_dims, const int64_t* y_dims,
+                                                   const int64_t* strides, const int64_t* pad_lo,
+                                                   const int64_t* pad_hi, const int64_t* dilation,
+                                                   int64_t groups) {
+  static thread_local std::string name;
+  try {
+    const Geometry g = MakeGeometry(x_dims, w_dims, y_dims, strides, pad_lo, pad_hi, dilation,
+                                    groups);
+    if (pass == 0) name = ForwardDesc(g).impl_info_str();
+    else if (pass == 1) name = BackwardData::Describe(g).impl_info_str();
+    else if (pass == 2) name = BackwardWeights::Describe(g).impl_info_str();
+    else name = "error: pass " + std::to_string(pass) + " (expected 0, 1 or 2)";
+  } catch (const dnnl::error& e) {
+    name = std::string("error: ") + e.what();
+  }
+  return name.c_str();
+}

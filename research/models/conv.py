@@ -7,7 +7,10 @@ call splits its batch over XLA's intra-op threads), tied together by a custom VJ
 own convolutions are 2.5-4x slower at ResNet-20's shapes and its weight gradient transposes
 every activation (BENCHMARKS.md). GPUs and TPUs, other layouts and dtypes, input dilation,
 batch groups, and processes with several CPU devices (whose SPMD partitioner would not split
-the custom calls) use XLA's convolution.
+the custom calls) use XLA's convolution. So does each pass (forward, input gradient, kernel
+gradient) for which oneDNN has only its unoptimised reference code (`ref:any`, asked of oneDNN
+when a function is traced; a forward pass sends the whole convolution to XLA): e.g. the kernel gradient of FCN's fc6, a 7x7 kernel on a 4x4 map,
+39 s in oneDNN's reference code against 0.4 s in XLA's (BENCHMARKS.md).
 
 `CONVLAB_CONV=xla` (or `onednn`) overrides the choice, and so does `with conv.choice('xla'):`
 (for one trace); both are read when a function is traced. `onednn` fails with the reason where
@@ -67,14 +70,33 @@ def _call(target, shape, a, b, params):
                           vmap_method='sequential')(a, b, **_attributes(*params))
 
 
+def _output_shape(x_shape, kernel_shape, params) -> tuple:
+  strides, padding, dilation, _ = params
+  out = [(size + lo + hi - d * (k - 1) - 1) // s + 1 for size, k, s, (lo, hi), d in
+         zip(x_shape[1:3], kernel_shape[:2], strides, padding, dilation)]
+  return (x_shape[0], *out, kernel_shape[3])
+
+
+def _is_reference(pass_name: str, x_shape, kernel_shape, params) -> bool:
+  """Whether oneDNN has only its reference code for this pass of this convolution (then XLA's
+  convolution computes that pass: module doc)."""
+  name = onednn.implementation(pass_name, tuple(x_shape), tuple(kernel_shape),
+                               _output_shape(x_shape, kernel_shape, params), *params)
+  return name.startswith('ref')
+
+
+def _xla_conv(x, kernel, params):
+  strides, padding, dilation, groups = params
+  return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
+                                  dimension_numbers=NHWC, feature_group_count=groups)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def onednn_conv(x, kernel, params):
   """oneDNN's convolution of NHWC float32 `x` with an HWIO `kernel`; `params` is the hashable
   (strides, padding pairs, kernel dilation, groups)."""
-  strides, padding, dilation, _ = params
-  out = [(size + lo + hi - d * (k - 1) - 1) // s + 1 for size, k, s, (lo, hi), d in
-         zip(x.shape[1:3], kernel.shape[:2], strides, padding, dilation)]
-  return _call('convlab_conv_forward', (x.shape[0], *out, kernel.shape[3]), x, kernel, params)
+  return _call('convlab_conv_forward', _output_shape(x.shape, kernel.shape, params), x, kernel,
+               params)
 
 
 def _forward(x, kernel, params):
@@ -83,8 +105,15 @@ def _forward(x, kernel, params):
 
 def _backward(params, residuals, dy):
   x, kernel = residuals
-  return (_call('convlab_conv_backward_data', x.shape, dy, kernel, params),
-          _call('convlab_conv_backward_weights', kernel.shape, x, dy, params))
+  if _is_reference('backward_data', x.shape, kernel.shape, params):
+    dx = jax.vjp(lambda x: _xla_conv(x, kernel, params), x)[1](dy)[0]
+  else:
+    dx = _call('convlab_conv_backward_data', x.shape, dy, kernel, params)
+  if _is_reference('backward_weights', x.shape, kernel.shape, params):
+    dw = jax.vjp(lambda kernel: _xla_conv(x, kernel, params), kernel)[1](dy)[0]
+  else:
+    dw = _call('convlab_conv_backward_weights', kernel.shape, x, dy, params)
+  return dx, dw
 
 
 onednn_conv.defvjp(_forward, _backward)
@@ -136,6 +165,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     padding = lax.padtype_to_pads(lhs.shape[1:3], window, window_strides, padding)
   params = (tuple(window_strides), tuple(tuple(p) for p in padding), dilation,
             feature_group_count)
+  if _is_reference('forward', lhs.shape, rhs.shape, params):
+    return _xla_conv(lhs, rhs, params)
   return onednn_conv(lhs, rhs, params)
 
 
