@@ -36,14 +36,15 @@ def error_line(result):
 
 def documented_commands():
   """Every `python -m experiments.<x> --config=...` command in the README and the config
-  docstrings, with its [optional] parts included and continuation lines joined."""
+  docstrings, with its [optional] parts included and continuation lines joined; it ends at a
+  line end, a backquote or a shell pipe outside single quotes."""
   texts = [open(os.path.join(REPO, 'README.md')).read()]
   for root, _, files in os.walk(os.path.join(REPO, 'configs')):
     texts += [open(os.path.join(root, f)).read() for f in files if f.endswith('.py')]
   commands = []
   for text in texts:
     text = text.replace('\\\n', ' ')
-    for match in re.finditer(r'((?:[A-Z_]+=\S+ )*)python -m (experiments\.\w+) ([^\n`|]*)', text):
+    for match in re.finditer(r'((?:[A-Z_]+=\S+ )*)python -m (experiments\.\w+) ((?:\'[^\'\n]*\'|[^\n`|\'])*)', text):
       env_part, module, rest = match.groups()
       rest = rest.split(' #')[0].replace('[', ' ').replace(']', ' ')
       if '--config=' not in rest or '<' in rest:
