@@ -44,7 +44,8 @@ def documented_commands():
   commands = []
   for text in texts:
     text = text.replace('\\\n', ' ')
-    for match in re.finditer(r'((?:[A-Z_]+=\S+ )*)python -m (experiments\.\w+) ((?:\'[^\'\n]*\'|[^\n`|\'])*)', text):
+    for match in re.finditer(r'((?:[A-Z_]+=\S+ )*)python -m (experiments\.\w+) '
+                             r"((?:'[^'\n]*'|[^\n`|'])*)", text):
       env_part, module, rest = match.groups()
       rest = rest.split(' #')[0].replace('[', ' ').replace(']', ' ')
       if '--config=' not in rest or '<' in rest:

@@ -9,8 +9,9 @@ every activation (BENCHMARKS.md). GPUs and TPUs, other layouts and dtypes, input
 batch groups, and processes with several CPU devices (whose SPMD partitioner would not split
 the custom calls) use XLA's convolution. So does each pass (forward, input gradient, kernel
 gradient) for which oneDNN has only its unoptimised reference code (`ref:any`, asked of oneDNN
-when a function is traced; a forward pass sends the whole convolution to XLA): e.g. the kernel gradient of FCN's fc6, a 7x7 kernel on a 4x4 map,
-39 s in oneDNN's reference code against 0.4 s in XLA's (BENCHMARKS.md).
+when a function is traced; such a forward pass sends the whole convolution to XLA): e.g. the
+kernel gradient of FCN's fc6, a 7x7 kernel on a 4x4 map, 39 s in oneDNN's reference code
+against 0.4 s in XLA's (BENCHMARKS.md).
 
 `CONVLAB_CONV=xla` (or `onednn`) overrides the choice, and so does `with conv.choice('xla'):`
 (for one trace); both are read when a function is traced. `onednn` fails with the reason where
