@@ -17,8 +17,8 @@ images with 8-fold TTA: pixel accuracy 0.9004, membrane Dice 0.7537 (IoU 0.6047)
 0.7436, adapted Rand error 0.407, variation of information 1.095; behind the U-Net on every
 number (its finest skip is at stride 8, the U-Net's at full resolution).
 
-The paper's backbone, VGG-16 (with BatchNorm, from scratch; 134,277,702 parameters), measured
-2026-12-01 on 2 AMD EPYC cores (~0.26 steps/s, summary.json's wall_time_s 3,485: 58 min 5 s), with
+The paper's VGG-16 with BatchNorm added (from scratch; 134,277,702 parameters), measured
+2026-12-01 on 2 AMD EPYC cores (~0.27 steps/s, summary.json's wall_time_s 3,485: 58 min 5 s), with
 the U-Net's cheaper augmentation and no test predictions:
     python -m experiments.segmentation --config=configs/segmentation/isbi_fcn8s.py \
         --workdir=runs/fcn8s_vgg16 --config.model.backbone=vgg16_bn \

@@ -99,11 +99,17 @@ def implementation(pass_name: str, x_shape, kernel_shape, y_shape, strides, padd
   and `y_shape`, HWIO `kernel_shape`, `padding` ((lo, hi), (lo, hi)), `dilation` as
   lax's rhs_dilation (1 = none). E.g. 'brgconv:avx2', 'jit:avx2', or 'ref:any', oneDNN's
   unoptimised reference code (for FCN's fc6, a 7x7 kernel on a 4x4 map, its kernel gradient
-  is ~100x slower than XLA's). Raises KernelUnavailable where the kernels cannot be had, and
-  ValueError where oneDNN refuses the geometry."""
+  is ~100x slower than XLA's). Asked for the whole batch; the kernels run it in parts of the
+  batch (oneDNN's choices for fc6 were the same at batch 1, 2 and 4). Raises KernelUnavailable
+  where the kernels cannot be had, and ValueError for wrong ranks or where oneDNN refuses the
+  geometry (at trace time)."""
   reason = availability()
   if reason:
     raise KernelUnavailable(reason)
+  if not (len(x_shape) == len(kernel_shape) == len(y_shape) == 4
+          and len(strides) == len(padding) == len(dilation) == 2):
+    raise ValueError(f'implementation() takes 4-D shapes and 2-D strides, padding and dilation; '
+                     f'got {x_shape}, {kernel_shape}, {y_shape}, {strides}, {padding}, {dilation}')
   array = lambda values: (ctypes.c_int64 * len(values))(*[int(v) for v in values])
   name = _LOADED['implementation'](
       PASSES.index(pass_name), array(x_shape), array(kernel_shape), array(y_shape),

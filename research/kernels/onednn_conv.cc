@@ -284,8 +284,10 @@ extern "C" const char* convlab_conv_implementation(int pass, const int64_t* x_di
     else if (pass == 1) name = BackwardData::Describe(g).impl_info_str();
     else if (pass == 2) name = BackwardWeights::Describe(g).impl_info_str();
     else name = "error: pass " + std::to_string(pass) + " (expected 0, 1 or 2)";
-  } catch (const dnnl::error& e) {
+  } catch (const std::exception& e) {  // dnnl::error and allocation failures alike
     name = std::string("error: ") + e.what();
+  } catch (...) {
+    name = "error: unknown exception";
   }
   return name.c_str();
 }

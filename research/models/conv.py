@@ -11,7 +11,9 @@ the custom calls) use XLA's convolution. So does each pass (forward, input gradi
 gradient) for which oneDNN has only its unoptimised reference code (`ref:any`, asked of oneDNN
 when a function is traced; such a forward pass sends the whole convolution to XLA): e.g. the
 kernel gradient of FCN's fc6, a 7x7 kernel on a 4x4 map, 39 s in oneDNN's reference code
-against 0.4 s in XLA's (BENCHMARKS.md).
+against 0.4 s in XLA's (BENCHMARKS.md); `CONVLAB_CONV=onednn` does not change that, and
+summary.json's "convolutions" still says oneDNN. A geometry oneDNN refuses raises ValueError
+when traced.
 
 `CONVLAB_CONV=xla` (or `onednn`) overrides the choice, and so does `with conv.choice('xla'):`
 (for one trace); both are read when a function is traced. `onednn` fails with the reason where
