@@ -41,6 +41,14 @@ def _loss(impl, strides, padding, dilation, groups):
   return loss
 
 
+def _gradients(impl, x, kernel, cotangent, padding, strides=(1, 1), dilation=(1, 1), groups=1):
+  """The jitted step's HLO text and (y, dx, dkernel) of sum(conv(x, kernel) * cotangent)."""
+  fn = jax.jit(jax.value_and_grad(_loss(impl, strides, padding, dilation, groups),
+                                  argnums=(0, 1), has_aux=True))
+  (_, y), (dx, dk) = fn(x, kernel, cotangent)
+  return fn.lower(x, kernel, cotangent).as_text(), (y, dx, dk)
+
+
 @needs_onednn
 @pytest.mark.parametrize('x_shape, k_shape, strides, padding, dilation, groups', CASES)
 def test_onednn_matches_xla_values_and_gradients(x_shape, k_shape, strides, padding, dilation,
@@ -53,11 +61,8 @@ def test_onednn_matches_xla_values_and_gradients(x_shape, k_shape, strides, padd
   cotangent = jax.random.normal(keys[2], y_shape)
   results = {}
   for name, impl in (('xla', lax.conv_general_dilated), ('onednn', conv.conv_general_dilated)):
-    fn = jax.jit(jax.value_and_grad(_loss(impl, strides, padding, dilation, groups),
-                                    argnums=(0, 1), has_aux=True))
-    assert ('convlab_conv' in fn.lower(x, kernel, cotangent).as_text()) == (name == 'onednn')
-    (_, y), (dx, dk) = fn(x, kernel, cotangent)
-    results[name] = (y, dx, dk)
+    hlo, results[name] = _gradients(impl, x, kernel, cotangent, padding, strides, dilation, groups)
+    assert ('convlab_conv' in hlo) == (name == 'onednn')
   for got, want in zip(results['onednn'], results['xla']):
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(want))))
@@ -163,13 +168,6 @@ def test_dispatch_uses_xla_where_onednn_does_not_apply(monkeypatch):
   assert 'convlab' not in _lowered(nchw, jnp.ones((2, 4, 8, 8)), jnp.ones((4, 4, 3, 3)))
   monkeypatch.setenv('CONVLAB_CONV', 'xla')  # read when a function is traced: a fresh one
   assert 'convlab' not in _lowered(lambda x, k: plain(x, k), x, kernel)
-
-
-def _gradients(impl, x, kernel, cotangent, padding):
-  loss = _loss(impl, (1, 1), padding, (1, 1), 1)
-  fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
-  (_, y), (dx, dk) = fn(x, kernel, cotangent)
-  return fn.lower(x, kernel, cotangent).as_text(), (y, dx, dk)
 
 
 @needs_onednn
