@@ -4,8 +4,6 @@ whole images, report (research/tasks/segmentation/).
     python -m experiments.segmentation --config=configs/segmentation/isbi_unet.py \
         --workdir=runs/isbi_unet [--config.train.num_steps=500 ...]
 """
-import functools
-
 import jax
 import numpy as np
 
@@ -22,17 +20,9 @@ from research.tasks.segmentation.task import segmentation as segmentation_task
 from research.training import loop as train_loop, optim
 
 
-def _reader(config):
-  d, s = config.data, config.segmentation
-  return functools.partial(
-      segmentation_data.load_split, d.name, data_dir=d.data_dir, image_key=d.image_key,
-      mask_key=d.label_key, id_key=s.id_key, num_classes=s.num_classes,
-      ignore_label=s.ignore_label, label_offset=s.label_offset, image_size=s.image_size)
-
-
 def run(config, workdir: str) -> dict:
   d, s = config.data, config.segmentation
-  read = _reader(config)
+  read = segmentation_config.split_reader(config)
 
   # The data: every split decoded and checked once; the training split whole in memory.
   train = read(d.train_split)
@@ -96,7 +86,7 @@ def check(config) -> str:
   d, s = config.data, config.segmentation
   sizes = {name: sources.split_size(d.name, split, d.data_dir)
            for name, split in {'train': d.train_split, **d.eval_splits}.items()}
-  train = _reader(config)(d.train_split, indices=[0])
+  train = segmentation_config.split_reader(config)(d.train_split, indices=[0])
   stats = ((0.5,) * train.images.shape[-1],) * 2
   augment_fn = make_paired_augment(d.train_ops, stats, s.ignore_label)
   shape = jax.eval_shape(augment_fn, train.images, train.masks, jax.random.PRNGKey(0))[0].shape[1:]

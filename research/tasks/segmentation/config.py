@@ -9,9 +9,12 @@ spec: 'ce', 'weighted_ce', 'dice', 'focal', 'ce+0.5*dice', ...,
 research/tasks/segmentation/losses.py). data.validation_holdout, data.classes, the 'grain'
 loader and train.label_smoothing do not apply.
 """
+import functools
+
 import ml_collections
 
 from research import config as config_lib
+from research.data import segmentation as segmentation_data
 from research.errors import ConfigError
 from research.tasks.segmentation import losses
 from research.tasks.segmentation.tiling import TTA_VIEWS, WEIGHTINGS
@@ -64,6 +67,16 @@ def class_weights(spec: str, num_classes: int):
     raise ConfigError(f"segmentation.class_weights={spec!r}: give '', 'balanced' or "
                       f"{num_classes} non-negative numbers separated by commas")
   return values
+
+
+def split_reader(config: ml_collections.ConfigDict):
+  """`read(split, indices=None) -> SegmentationSplit`: a tfds split of the config's dataset
+  decoded whole and checked as configured (research/data/segmentation.load_split)."""
+  d, s = config.data, config.segmentation
+  return functools.partial(
+      segmentation_data.load_split, d.name, data_dir=d.data_dir, image_key=d.image_key,
+      mask_key=d.label_key, id_key=s.id_key, num_classes=s.num_classes,
+      ignore_label=s.ignore_label, label_offset=s.label_offset, image_size=s.image_size)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -59,6 +59,43 @@ def majority_class(masks, num_classes: int, ignore_label: int) -> int:
   return int(np.argmax(np.bincount(masks[masks != ignore_label].ravel(), minlength=num_classes)))
 
 
+def predict_logits(apply, preprocess, images, *, tile_size: int = 0, tile_overlap: int = 0,
+                   tile_weighting: str = 'gaussian', tta: str = '', size_multiple: int = 1):
+  """float32 logits (N, H, W, K) of uint8 images (N, H, W, C): each image preprocessed, then
+  predicted whole (tile_size 0) or in tiles, averaged over the `tta` views (tiling.py).
+  `apply(float images) -> logits` is the model in eval mode (jitted)."""
+  logits = []
+  for image in images:
+    x = np.asarray(preprocess(image[None]))
+    tile = tile_size or x.shape[1:3]
+    overlap = tile_overlap if tile_size else 0
+    logits.append(tiling.tiled_predict(apply, x, tile, overlap, weighting=tile_weighting,
+                                       tta=tta, size_multiple=size_multiple)[0])
+  return np.stack(logits)
+
+
+def scores(predicted, truth, num_classes: int, class_names, ignore_label: int = 255,
+           region_scores: bool = False, cell_class: int = 1) -> dict:
+  """Pixel scores of predicted masks (N, H, W) against `truth` from one summed confusion
+  matrix (metrics.scores), plus with `region_scores` the ISBI adapted Rand error and variation
+  of information averaged over the images."""
+  confusion = metrics.confusion_matrix(jnp.asarray(predicted), jnp.asarray(truth), num_classes,
+                                       ignore_label)
+  out = metrics.scores(np.asarray(confusion), class_names)
+  if region_scores:
+    regions = [metrics.region_scores(p, t, cell_class) for p, t in zip(predicted, truth)]
+    out.update({k: float(np.mean([r[k] for r in regions])) for k in regions[0]})
+  return out
+
+
+def inference_description(tile_size: int, tile_overlap: int, tile_weighting: str, tta: str) -> str:
+  text = (f'{tile_size}x{tile_size} tiles, overlap {tile_overlap}, {tile_weighting}' if tile_size
+          else 'whole images')
+  if tta:
+    text += f', {len(tiling.views(tta))}-fold test-time augmentation ({tta})'
+  return text
+
+
 def make_final_report(model, preprocess, *, report_name: str = '', report_split=None,
                       predict_name: str = '', predict_split=None, num_classes: int, class_names,
                       ignore_label: int = 255, majority: int = 0, region_scores: bool = False,
@@ -72,32 +109,21 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
   def predict_all(state, split):
     apply = jax.jit(lambda x: model.apply(_variables(state.params, state.batch_stats), x,
                                           train=False))
-    logits = []
-    for image in split.images:
-      x = np.asarray(preprocess(image[None]))
-      tile = tile_size or x.shape[1:3]
-      overlap = tile_overlap if tile_size else 0
-      logits.append(tiling.tiled_predict(apply, x, tile, overlap, weighting=tile_weighting,
-                                         tta=tta, size_multiple=size_multiple)[0])
-    return np.stack(logits).argmax(-1)
+    return predict_logits(apply, preprocess, split.images, tile_size=tile_size,
+                          tile_overlap=tile_overlap, tile_weighting=tile_weighting, tta=tta,
+                          size_multiple=size_multiple).argmax(-1)
 
-  def scores(predicted, truth) -> dict:
-    confusion = metrics.confusion_matrix(jnp.asarray(predicted), jnp.asarray(truth),
-                                         num_classes, ignore_label)
-    out = metrics.scores(np.asarray(confusion), class_names)
-    if region_scores:
-      regions = [metrics.region_scores(p, t, cell_class) for p, t in zip(predicted, truth)]
-      out.update({k: float(np.mean([r[k] for r in regions])) for k in regions[0]})
-    return out
+  score = lambda predicted, truth: scores(predicted, truth, num_classes, class_names,
+                                          ignore_label, region_scores, cell_class)
 
   def final_report(state, workdir: str) -> dict:
     results, writing = {}, jax.process_index() == 0
     if report_split is not None:
       predicted = predict_all(state, report_split)
       truth = report_split.masks
-      results.update({f'report/{report_name}/{k}': v for k, v in scores(predicted, truth).items()})
+      results.update({f'report/{report_name}/{k}': v for k, v in score(predicted, truth).items()})
       baseline = np.full_like(truth, majority)
-      results.update({f'baseline/{report_name}/{k}': v for k, v in scores(baseline, truth).items()})
+      results.update({f'baseline/{report_name}/{k}': v for k, v in score(baseline, truth).items()})
       if writing and overlays:
         folder = epath.Path(workdir) / 'report'
         folder.mkdir(parents=True, exist_ok=True)
@@ -112,11 +138,8 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
         for mask, example_id in zip(predicted, predict_split.ids):
           (folder / f'{example_id}.png').write_bytes(_png(class_grey(mask, num_classes, ignore_label)))
       results[f'predictions/{predict_name}'] = len(predicted)
-    tiles = f'{tile_size}x{tile_size} tiles, overlap {tile_overlap}, {tile_weighting}' if tile_size \
-        else 'whole images'
-    if tta:
-      tiles += f', {len(tiling.views(tta))}-fold test-time augmentation ({tta})'
-    results['report/inference'] = tiles
+    results['report/inference'] = inference_description(tile_size, tile_overlap,
+                                                        tile_weighting, tta)
     return results
 
   return final_report
