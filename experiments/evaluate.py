@@ -1,4 +1,5 @@
-"""Evaluation: the numbers and pictures a paper or an audit needs, for any classification run.
+"""Evaluation: the numbers and pictures a paper or an audit needs, for any classification or
+segmentation run.
 
     python -m experiments.evaluate --workdir=runs/x [--split=test] [--step=latest|best|N]
         [--tta=flip_lr,crops] [--ensemble=runs/a,runs/b] [--last_checkpoints=3]
@@ -13,6 +14,12 @@ another dataset with the same images (e.g. `mnist_writers`, MNIST with writer gr
 split when it has one). `--ensemble` averages the probabilities of the listed runs with this
 one; `--last_checkpoints=N` averages this run's last N checkpoints. `--groups` names a
 feature of the dataset to audit by.
+
+A segmentation run (research/evaluation/segmentation.py) is scored on a labelled split (default:
+its report split, e.g. `val`) as its final report scores it, alone and with `--ensemble` /
+`--last_checkpoints` as an ensemble of averaged per-pixel probabilities; `--tta` is then
+'none', 'flip_lr' or 'dihedral' (default: the run's configured views). Written to
+`<workdir>/eval/<split>/metrics.json`.
 """
 import argparse
 import glob
@@ -24,6 +31,8 @@ import numpy as np
 
 from research.errors import ConfigError, ConvLabError
 from research.evaluation import predict, suite
+from research.evaluation import segmentation as segmentation_eval
+from research.tasks.segmentation.tiling import TTA_VIEWS
 
 
 def split_arrays(run, split: str, dataset: str = ''):
@@ -61,7 +70,34 @@ def split_workdirs(spec: str) -> list[str]:
   return found
 
 
+def evaluate_segmentation(args) -> dict:
+  for flag in ('dataset', 'groups', 'calibration_split'):
+    if getattr(args, flag):
+      raise ConfigError(f'--{flag} does not apply to segmentation runs')
+  tta = {'': None, 'none': ''}.get(args.tta, args.tta)
+  if tta is not None and tta not in TTA_VIEWS:
+    raise ConfigError(f"--tta={args.tta} for a segmentation run; known: none, "
+                      f"{', '.join(v for v in TTA_VIEWS if v)}")
+  run = segmentation_eval.open_run(args.workdir, args.step)
+  others = [segmentation_eval.open_run(m, None) for m in
+            (split_workdirs(args.ensemble) if args.ensemble else [])
+            if os.path.abspath(m) != os.path.abspath(args.workdir)]
+  if args.last_checkpoints:
+    from research.training import checkpointing
+    checkpointer = checkpointing.Checkpointer(args.workdir)
+    steps = sorted(checkpointer.all_steps())[-args.last_checkpoints:]
+    checkpointer.close()
+    others += [segmentation_eval.open_run(args.workdir, s) for s in steps if s != run.step]
+  split = args.split or run.config.segmentation.report_split or 'val'
+  name = re.sub(r'[^A-Za-z0-9_.=-]', '_', split)
+  return segmentation_eval.evaluate([run, *others], split, tta,
+                                    os.path.join(args.workdir, 'eval', name))
+
+
 def evaluate(args) -> dict:
+  if segmentation_eval.is_segmentation_run(args.workdir):
+    return evaluate_segmentation(args)
+  args.split = args.split or 'test'
   run = predict.open_run(args.workdir, args.step)
   views = predict.parse_views(args.tta)
   # Ensemble members are opened and checked before any inference.
@@ -128,7 +164,8 @@ def _group_names(run, args, feature):
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', required=True)
-  parser.add_argument('--split', default='test')
+  parser.add_argument('--split', default='',
+                      help='default: test (classification), the report split (segmentation)')
   parser.add_argument('--dataset', default='', help='read --split from this tfds dataset')
   parser.add_argument('--step', default=None, help="'latest' (default), 'best' or a number")
   parser.add_argument('--tta', default='', help=f'comma-separated views: {", ".join(predict.VIEWS)}')
@@ -144,6 +181,15 @@ def main(argv=None) -> int:
     return 1
   outdir = os.path.join(args.workdir, 'eval')
   model = result['model']
+  if 'pixel_accuracy' in model:
+    for what in ('model', 'ensemble', 'baseline'):
+      if what in result:
+        r = result[what]
+        print(f'{result["split"]} {what}: pixel accuracy {r["pixel_accuracy"]:.4f}, mean IoU '
+              f'{r["mean_iou"]:.4f}' + (f', adapted Rand error {r["adapted_rand_error"]:.3f}'
+                                       if 'adapted_rand_error' in r else ''))
+    print(f'written to {outdir}')
+    return 0
   print(f'{result["split"]}: accuracy {model["accuracy"]:.4f}, macro F1 {model["macro"]["f1"]:.4f}, '
         f'macro AUC {model["auc_roc"]["macro"]:.5f}, ECE {model["ece"]:.4f}; written to {outdir}')
   return 0

@@ -42,10 +42,12 @@ def check_labels(masks, num_classes: int, ignore_label: int, what: str = 'the ma
 @dataclasses.dataclass(frozen=True)
 class SegmentationSplit:
   """uint8 images (N, H, W, C), uint8 masks (N, H, W) of class indices (or the ignore label),
-  int64 ids (N,)."""
+  int64 ids (N,), and bool labelled (N,): False where the dataset's `labelled` feature says the
+  mask is no ground truth (ISBI's test slices); None means all are labelled."""
   images: np.ndarray
   masks: np.ndarray
   ids: np.ndarray
+  labelled: np.ndarray | None = None
 
   def __len__(self):
     return len(self.masks)
@@ -98,7 +100,10 @@ def load_split(name: str, split: str, data_dir: str = '', *, image_key: str = 'i
   check_labels(masks, num_classes, ignore_label, f'the masks of {name} {split}')
   ids = (np.asarray([int(r[id_key]) for r in records]) if id_key else indices).astype(np.int64)
   order = np.argsort(ids, kind='stable')
-  return SegmentationSplit(np.stack(images)[order], masks.astype(np.uint8)[order], ids[order])
+  labelled = (np.asarray([bool(r['labelled']) for r in records])[order]
+              if 'labelled' in records[0] else None)
+  return SegmentationSplit(np.stack(images)[order], masks.astype(np.uint8)[order], ids[order],
+                           labelled)
 
 
 class SegmentationLoader:

@@ -1,0 +1,148 @@
+"""Evaluating trained segmentation runs after training (research/evaluation/segmentation.py via
+experiments/evaluate.py): the report's numbers again, ensembles of runs and of checkpoints
+against probabilities averaged here, and the one-line errors."""
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from experiments import evaluate, segmentation
+from research.errors import ConfigError
+from research.evaluation import segmentation as segmentation_eval
+from tests.conftest import prepared
+from tests.test_segmentation_experiment import TINY, load
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  """A 4-step ISBI U-Net run on 2 training slices, checkpoints at steps 2 and 4."""
+  workdir = str(tmp_path_factory.mktemp('segmentation_eval') / 'run')
+  config = load('isbi_unet', **{
+      **TINY, 'data.data_dir': prepared('isbi2012_em'), 'data.train_split': 'train[:2]',
+      'data.train_ops': 'random_crop(64)|flip_lr|normalize', 'train.num_steps': 4,
+      'train.eval_every': 4, 'train.checkpoint_every': 2, 'segmentation.tta': '',
+      'segmentation.overlays': 0, 'segmentation.predict_split': ''})
+  summary = segmentation.run(config, workdir)
+  return workdir, config, summary
+
+
+def _probabilities(config, workdir: str, step: int) -> np.ndarray:
+  """Membrane/cell probabilities (5, 512, 512, 2) of slices 25-29 at `step`, computed here:
+  whole images, normalised with the training slices' mean and std."""
+  import jax
+  from research import models
+  from research.data import augment
+  from research.data import segmentation as segmentation_data
+  from research.training import checkpointing
+  read = lambda split: segmentation_data.load_split(
+      'isbi2012_em', split, data_dir=config.data.data_dir, image_key='image', mask_key='mask',
+      id_key='slice', num_classes=2)
+  mean, std = augment.channel_stats(read(config.data.train_split).images)
+  x = (read('validation').images.astype(np.float32) / 255 - np.asarray(mean)) / np.asarray(std)
+  state = checkpointing.load_state(workdir, step)
+  model = models.build_model(config.model, 2)
+  logits = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']}, x,
+                       train=False)
+  return np.asarray(jax.nn.softmax(logits, -1))
+
+
+def _pixel_accuracy(config, probabilities) -> float:
+  from research.data import segmentation as segmentation_data
+  truth = segmentation_data.load_split('isbi2012_em', 'validation',
+                                       data_dir=config.data.data_dir, id_key='slice',
+                                       num_classes=2).masks
+  return float(np.mean(probabilities.argmax(-1) == truth))
+
+
+def _metrics(workdir: str, split: str = 'val') -> dict:
+  return json.load(open(os.path.join(workdir, 'eval', split, 'metrics.json')))
+
+
+@pytest.mark.slow  # ~40 s: a 4-step run, then whole-image inference on 5 slices, 5 times
+@pytest.mark.real_data
+def test_a_run_its_checkpoints_and_another_run_as_an_ensemble(tiny_run, tmp_path, capsys):
+  workdir, config, summary = tiny_run
+  # the run alone: exactly what its final report said (same checkpoint, same inference)
+  assert evaluate.main(['--workdir', workdir]) == 0
+  alone = _metrics(workdir)
+  assert alone['split'] == 'val' and alone['examples'] == 5
+  for key in ('pixel_accuracy', 'dice_membrane', 'mean_iou', 'adapted_rand_error', 'vi'):
+    assert alone['model'][key] == pytest.approx(summary[f'report/val/{key}'], abs=1e-6), key
+    assert alone['baseline'][key] == pytest.approx(summary[f'baseline/val/{key}'], abs=1e-6)
+  assert 'ensemble' not in alone and 'pixel accuracy' in capsys.readouterr().out
+
+  # its last 2 checkpoints: the argmax of the mean of probabilities computed here
+  expected = _pixel_accuracy(config, (_probabilities(config, workdir, 2) +
+                                      _probabilities(config, workdir, 4)) / 2)
+  assert evaluate.main(['--workdir', workdir, '--last_checkpoints=2']) == 0
+  by_checkpoints = _metrics(workdir)
+  assert sorted(by_checkpoints['members']) == [f'{workdir}@2', f'{workdir}@4']
+  assert by_checkpoints['ensemble']['pixel_accuracy'] == pytest.approx(expected, abs=2e-5)
+  members = [m['pixel_accuracy'] for m in by_checkpoints['members'].values()]
+  assert min(abs(expected - m) for m in members) > 1e-3, (expected, members)  # not one member
+
+  # the same pair as two runs: a copy of the workdir that ends at step 2
+  other = str(tmp_path / 'other')
+  shutil.copytree(workdir, other)
+  shutil.rmtree(os.path.join(other, 'checkpoints', '4'))
+  assert evaluate.main(['--workdir', workdir, f'--ensemble={other}']) == 0
+  by_runs = _metrics(workdir)
+  assert sorted(by_runs['members']) == sorted([f'{workdir}@4', f'{other}@2'])
+  assert by_runs['ensemble'] == by_checkpoints['ensemble']
+  assert evaluate.main(['--workdir', workdir, '--tta=flip_lr']) == 0
+  assert _metrics(workdir)['inference'] == 'whole images, 2-fold test-time augmentation (flip_lr)'
+  capsys.readouterr()
+  # what cannot be evaluated: one error line, the evaluation written before kept
+  before = open(os.path.join(workdir, 'eval', 'val', 'metrics.json')).read()
+  for flags, message in ((['--split=test'], "split 'test' holds 30 unlabelled examples"),
+                         (['--step=7'], 'no checkpoint step 7'),
+                         (['--ensemble=no/such/run'], "--ensemble: 'no/such/run' is no workdir")):
+    assert evaluate.main(['--workdir', workdir, *flags]) == 1, flags
+    _one_error_line(capsys, message)
+  assert open(os.path.join(workdir, 'eval', 'val', 'metrics.json')).read() == before
+  assert sorted(os.listdir(os.path.join(workdir, 'eval'))) == ['val']
+
+
+def _one_error_line(capsys, message: str) -> None:
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
+
+
+def _config_only_workdir(tmp_path) -> str:
+  """A workdir holding a segmentation run's config.json and nothing else."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(json.dumps(load('isbi_unet').to_dict()))
+  return str(workdir)
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--tta=crops'], '--tta=crops for a segmentation run; known: none, flip_lr, dihedral'),
+    (['--groups=slice'], '--groups does not apply to segmentation runs'),
+    ([], 'holds no checkpoint'),
+])
+def test_bad_flags_are_one_error_line_and_write_nothing(tmp_path, flags, message, capsys):
+  workdir = _config_only_workdir(tmp_path)
+  assert evaluate.main(['--workdir', workdir, *flags]) == 1
+  _one_error_line(capsys, message)
+  assert os.listdir(workdir) == ['config.json']
+
+
+def test_only_runs_of_the_same_dataset_and_classes_are_ensembled(tmp_path):
+  config = load('isbi_unet')
+  run = segmentation_eval.SegmentationRun('runs/a', config, 4, None, None, 16, 1)
+  other_config = config.copy_and_resolve_references()
+  other_config.segmentation.class_names = ('boundary', 'inside')
+  other = dataclasses.replace(run, workdir='runs/b', config=other_config)
+  segmentation_eval.check_compatible([run, dataclasses.replace(run, workdir='runs/c')])
+  with pytest.raises(ConfigError, match=r"cannot ensemble runs/a and runs/b: their classes "
+                                        r"differ \(\('membrane', 'cell'\) vs \('boundary', 'inside'\)\)"):
+    segmentation_eval.check_compatible([run, other])
+  classification = tmp_path / 'classification'
+  classification.mkdir()
+  (classification / 'config.json').write_text(json.dumps({'model': {'name': 'cnn'}}))
+  with pytest.raises(ConfigError, match='is not a segmentation run'):
+    segmentation_eval.open_run(str(classification))
