@@ -98,7 +98,7 @@ SHIPPED = sorted(os.path.basename(p)[:-3] for p in glob.glob(
 
 def test_the_shipped_configs_are_found():
   assert {'isbi_unet', 'isbi_fcn8s', 'oxford_pet_unet', 'isbi_loss_ablation',
-          'isbi_orientation_ablation'} <= set(SHIPPED)
+          'isbi_orientation_ablation', 'isbi_unet_ensemble'} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize('name', SHIPPED)
