@@ -18,8 +18,11 @@ feature of the dataset to audit by.
 A segmentation run (research/evaluation/segmentation.py) is scored on a labelled split (default:
 its report split, e.g. `val`) as its final report scores it, alone and with `--ensemble` /
 `--last_checkpoints` as an ensemble of averaged per-pixel probabilities; `--tta` is then
-'none', 'flip_lr' or 'dihedral' (default: the run's configured views). Written to
-`<workdir>/eval/<split>/metrics.json`.
+'none', 'flip_lr' or 'dihedral' (default: each member's own configured views, recorded per
+member). Written to `<workdir>/eval/<split>/metrics.json`.
+For both kinds, `--ensemble` members are taken at their latest checkpoint and
+`--last_checkpoints=N` means the run's N latest checkpoints, whatever `--step` says; for a
+segmentation run a member named twice (or the run itself at the same step) counts once.
 """
 import argparse
 import glob
@@ -79,22 +82,25 @@ def evaluate_segmentation(args) -> dict:
     raise ConfigError(f"--tta={args.tta} for a segmentation run; known: none, "
                       f"{', '.join(v for v in TTA_VIEWS if v)}")
   run = segmentation_eval.open_run(args.workdir, args.step)
+  split = args.split or run.config.segmentation.report_split or 'val'
+  examples = segmentation_eval.labelled_split(run.config, split)  # before opening the others
   others = [segmentation_eval.open_run(m, None) for m in
-            (split_workdirs(args.ensemble) if args.ensemble else [])
-            if os.path.abspath(m) != os.path.abspath(args.workdir)]
+            (split_workdirs(args.ensemble) if args.ensemble else [])]
   if args.last_checkpoints:
     from research.training import checkpointing
     checkpointer = checkpointing.Checkpointer(args.workdir)
     steps = sorted(checkpointer.all_steps())[-args.last_checkpoints:]
     checkpointer.close()
-    others += [segmentation_eval.open_run(args.workdir, s) for s in steps if s != run.step]
-  split = args.split or run.config.segmentation.report_split or 'val'
+    others += [segmentation_eval.open_run(args.workdir, s) for s in steps]
   name = re.sub(r'[^A-Za-z0-9_.=-]', '_', split)
-  return segmentation_eval.evaluate([run, *others], split, tta,
+  return segmentation_eval.evaluate([run, *others], split, examples, tta,
                                     os.path.join(args.workdir, 'eval', name))
 
 
 def evaluate(args) -> dict:
+  if args.last_checkpoints < 0:
+    raise ConfigError(f'--last_checkpoints={args.last_checkpoints}: give the number of latest '
+                      'checkpoints to average, 1 or more (0: none)')
   if segmentation_eval.is_segmentation_run(args.workdir):
     return evaluate_segmentation(args)
   args.split = args.split or 'test'
@@ -168,7 +174,8 @@ def main(argv=None) -> int:
                       help='default: test (classification), the report split (segmentation)')
   parser.add_argument('--dataset', default='', help='read --split from this tfds dataset')
   parser.add_argument('--step', default=None, help="'latest' (default), 'best' or a number")
-  parser.add_argument('--tta', default='', help=f'comma-separated views: {", ".join(predict.VIEWS)}')
+  parser.add_argument('--tta', default='', help=f'comma-separated views: {", ".join(predict.VIEWS)}'
+                      "; for a segmentation run one of none, flip_lr, dihedral")
   parser.add_argument('--ensemble', default='', help='comma-separated workdirs to average with')
   parser.add_argument('--last_checkpoints', type=int, default=0)
   parser.add_argument('--calibration_split', default=None)
@@ -188,7 +195,7 @@ def main(argv=None) -> int:
         print(f'{result["split"]} {what}: pixel accuracy {r["pixel_accuracy"]:.4f}, mean IoU '
               f'{r["mean_iou"]:.4f}' + (f', adapted Rand error {r["adapted_rand_error"]:.3f}'
                                        if 'adapted_rand_error' in r else ''))
-    print(f'written to {outdir}')
+    print(f'written to {os.path.join(outdir, re.sub(r"[^A-Za-z0-9_.=-]", "_", result["split"]))}')
     return 0
   print(f'{result["split"]}: accuracy {model["accuracy"]:.4f}, macro F1 {model["macro"]["f1"]:.4f}, '
         f'macro AUC {model["auc_roc"]["macro"]:.5f}, ECE {model["ece"]:.4f}; written to {outdir}')
@@ -196,4 +203,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  code = main()
+  if code:  # at once: teardown would print orbax's abandoned reads after the error line
+    from research.cli import exit_now
+    exit_now(code)
+  sys.exit(code)

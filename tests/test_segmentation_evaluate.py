@@ -92,14 +92,20 @@ def test_a_run_its_checkpoints_and_another_run_as_an_ensemble(tiny_run, tmp_path
   by_runs = _metrics(workdir)
   assert sorted(by_runs['members']) == sorted([f'{workdir}@4', f'{other}@2'])
   assert by_runs['ensemble'] == by_checkpoints['ensemble']
+  assert by_runs['inference'] == {f'{workdir}@4': 'whole images', f'{other}@2': 'whole images'}
+  # a member named twice, or the run itself, counts once
+  assert evaluate.main(['--workdir', workdir, f'--ensemble={other},{other}/,{workdir}']) == 0
+  assert _metrics(workdir)['ensemble'] == by_checkpoints['ensemble']
   assert evaluate.main(['--workdir', workdir, '--tta=flip_lr']) == 0
-  assert _metrics(workdir)['inference'] == 'whole images, 2-fold test-time augmentation (flip_lr)'
+  assert _metrics(workdir)['inference'] == {
+      f'{workdir}@4': 'whole images, 2-fold test-time augmentation (flip_lr)'}
   capsys.readouterr()
   # what cannot be evaluated: one error line, the evaluation written before kept
   before = open(os.path.join(workdir, 'eval', 'val', 'metrics.json')).read()
   for flags, message in ((['--split=test'], "split 'test' holds 30 unlabelled examples"),
                          (['--step=7'], 'no checkpoint step 7'),
-                         (['--ensemble=no/such/run'], "--ensemble: 'no/such/run' is no workdir")):
+                         (['--ensemble=no/such/run'], "--ensemble: 'no/such/run' is no workdir"),
+                         (['--last_checkpoints=-1'], '--last_checkpoints=-1: give the number')):
     assert evaluate.main(['--workdir', workdir, *flags]) == 1, flags
     _one_error_line(capsys, message)
   assert open(os.path.join(workdir, 'eval', 'val', 'metrics.json')).read() == before
@@ -120,6 +126,7 @@ def _config_only_workdir(tmp_path) -> str:
 
 
 @pytest.mark.parametrize('flags, message', [
+    (['--last_checkpoints=-2'], '--last_checkpoints=-2: give the number of latest checkpoints'),
     (['--tta=crops'], '--tta=crops for a segmentation run; known: none, flip_lr, dihedral'),
     (['--groups=slice'], '--groups does not apply to segmentation runs'),
     ([], 'holds no checkpoint'),
@@ -129,6 +136,20 @@ def test_bad_flags_are_one_error_line_and_write_nothing(tmp_path, flags, message
   assert evaluate.main(['--workdir', workdir, *flags]) == 1
   _one_error_line(capsys, message)
   assert os.listdir(workdir) == ['config.json']
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"segmentation": {', 'config.json cannot be read (JSONDecodeError'),
+    ('[1, 2]', 'config.json holds no config (a JSON list, not an object)'),
+    ('{"segmentation": {"num_classes": 2}, "model": {"name": "unet"}}',
+     'config.json lacks data.name: it was written by another ConvLab version'),
+])
+def test_unreadable_or_old_configs_are_one_error_line(tmp_path, text, message, capsys):
+  workdir = tmp_path / 'run'
+  (workdir / 'checkpoints').mkdir(parents=True)
+  (workdir / 'config.json').write_text(text)
+  assert evaluate.main(['--workdir', str(workdir)]) == 1
+  _one_error_line(capsys, message)
 
 
 def test_only_runs_of_the_same_dataset_and_classes_are_ensembled(tmp_path):

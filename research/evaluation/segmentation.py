@@ -12,6 +12,7 @@ class of highest mean probability; members may differ in model, loss, augmentati
 checkpoint, but not in dataset, classes or ignore label (ConfigError otherwise).
 """
 import dataclasses
+import functools
 import json
 import os
 
@@ -27,6 +28,14 @@ from research.tasks.segmentation import config as segmentation_config
 from research.tasks.segmentation import report
 from research.training import checkpointing
 from research.training.task import variables
+
+
+_KEYS_READ = ('model.name', 'data.name', 'data.data_dir', 'data.train_split', 'data.eval_splits',
+              'data.eval_ops', 'data.image_key', 'data.label_key', 'segmentation.num_classes',
+              'segmentation.class_names', 'segmentation.ignore_label', 'segmentation.id_key',
+              'segmentation.label_offset', 'segmentation.image_size', 'segmentation.tile_size',
+              'segmentation.tile_overlap', 'segmentation.tile_weighting', 'segmentation.tta',
+              'segmentation.region_scores', 'segmentation.cell_class')
 
 
 @dataclasses.dataclass
@@ -45,43 +54,72 @@ class SegmentationRun:
     return f'{self.workdir}@{self.step}'
 
 
-def is_segmentation_run(workdir: str) -> bool:
+def read_config(workdir: str) -> dict:
+  """The run's config.json as a dict; CheckpointError when it is missing or unreadable."""
   path = os.path.join(workdir, 'config.json')
-  return os.path.isfile(path) and 'segmentation' in json.load(open(path))
+  if not os.path.isfile(path):
+    raise CheckpointError(f'{workdir} holds no run (no config.json)')
+  try:
+    with open(path) as f:
+      config = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: {e})') from None
+  if not isinstance(config, dict):
+    raise CheckpointError(f'{path} holds no config (a JSON {type(config).__name__}, not an object)')
+  return config
+
+
+def is_segmentation_run(workdir: str) -> bool:
+  return os.path.isfile(os.path.join(workdir, 'config.json')) and 'segmentation' in read_config(
+      workdir)
 
 
 def open_run(workdir: str, step=None) -> SegmentationRun:
   """The run in `workdir` at `step` (None: the latest; 'best'; a number). Raises
   CheckpointError when the workdir holds no run or no such checkpoint, ConfigError when the run
-  is not a segmentation run."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise CheckpointError(f'{workdir} holds no run (no config.json)')
-  config = ml_collections.ConfigDict(json.load(open(path)))
+  is not a segmentation run or its config lacks a key this version needs."""
+  config = ml_collections.ConfigDict(read_config(workdir))
   if 'segmentation' not in config:
     raise ConfigError(f'{workdir} is not a segmentation run (its config has no segmentation '
                       'section)')
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise CheckpointError(f'{workdir} holds no checkpoint (no checkpoints/ folder): train it '
                           'first, or name the workdir it was trained in')
+  for key in _KEYS_READ:  # every key evaluation reads: a config lacking one fails here, at once
+    section, name = key.split('.')
+    try:
+      config[section][name]  # pylint: disable=pointless-statement
+    except (AttributeError, KeyError, TypeError):
+      raise ConfigError(f'{workdir}/config.json lacks {key}: it was written by another ConvLab '
+                        'version or edited by hand') from None
+  model = models.build_model(config.model, config.segmentation.num_classes)
+  d, s = config.data, config.segmentation
+  read = segmentation_config.split_reader(config)
   checkpointer = checkpointing.Checkpointer(workdir)
   try:
     resolved = checkpointing.resolve_step(checkpointer, step)
     state = checkpointer.restore_on_this_host(resolved)
   finally:
     checkpointer.close()
-  d, s = config.data, config.segmentation
-  train = segmentation_config.split_reader(config)(d.train_split)
+  train = read(d.train_split)
   eval_augment = make_paired_augment(d.eval_ops, augment.channel_stats(train.images),
                                      s.ignore_label)
   preprocess = jax.jit(lambda images: eval_augment(
       images, np.zeros(images.shape[:3], np.uint8), jax.random.PRNGKey(0))[0])
-  model = models.build_model(config.model, s.num_classes)
-  model_variables = variables(state['params'], state.get('batch_stats') or {})
-  apply = jax.jit(lambda x: model.apply(model_variables, x, train=False))
+  # The variables are an argument of the compiled function, not constants folded into it (a
+  # copy of every weight per compilation).
+  apply = functools.partial(jax.jit(lambda v, x: model.apply(v, x, train=False)),
+                            variables(state['params'], state.get('batch_stats') or {}))
   return SegmentationRun(workdir, config, resolved, apply, preprocess,
                          getattr(model, 'size_multiple', 1),
                          report.majority_class(train.masks, s.num_classes, s.ignore_label))
+
+
+def inference(run: SegmentationRun, tta=None) -> str:
+  """How `run` predicts: whole images or tiles, and its test-time views (`tta` None: its own)."""
+  s = run.config.segmentation
+  return report.inference_description(s.tile_size, s.tile_overlap, s.tile_weighting,
+                                      s.tta if tta is None else tta)
 
 
 def probabilities(run: SegmentationRun, images, tta=None) -> np.ndarray:
@@ -108,25 +146,40 @@ def check_compatible(runs: list[SegmentationRun]) -> None:
                           f'differ ({first[what]} vs {value})')
 
 
-def evaluate(runs: list[SegmentationRun], split: str, tta=None, outdir: str = '') -> dict:
-  """Scores on `split` (a name in the first run's data.eval_splits, e.g. 'val', or a tfds
-  split) of each run, of their ensemble (two runs or more) and of the first run's majority
-  class everywhere; written to `outdir`/metrics.json when `outdir` is given."""
-  check_compatible(runs)
-  config = runs[0].config
+def labelled_split(config, split: str):
+  """The whole `split` of the run's dataset (a name in data.eval_splits, e.g. 'val', or a tfds
+  split), checked to hold ground truth: ConfigError for unlabelled examples (ISBI's test slices)
+  or no labelled pixel."""
   s = config.segmentation
   examples = segmentation_config.split_reader(config)(config.data.eval_splits.get(split, split))
-  truth = examples.masks
   if examples.labelled is not None and not examples.labelled.all():
     raise ConfigError(f'split {split!r} holds {int((~examples.labelled).sum())} unlabelled '
                       'examples (their masks are no ground truth); evaluate a labelled split, '
                       'e.g. val')
-  if not np.any(truth != s.ignore_label):
+  if not np.any(examples.masks != s.ignore_label):
     raise ConfigError(f'split {split!r} has no labelled pixels to score (all are the ignore '
                       f'label {s.ignore_label}); evaluate a labelled split, e.g. val')
+  return examples
+
+
+def evaluate(runs: list[SegmentationRun], split: str, examples=None, tta=None,
+             outdir: str = '') -> dict:
+  """Scores on `split` (see `labelled_split`; `examples` if already read) of each run, of their
+  ensemble (two runs or more; a run listed twice counts once) and of the first run's majority
+  class everywhere; written to `outdir`/metrics.json when `outdir` is given. Each run predicts
+  with its own tiling and test-time views unless `tta` is given; `inference` records them."""
+  unique = {}
+  for run in runs:
+    unique.setdefault((os.path.realpath(run.workdir), run.step), run)
+  runs = list(unique.values())
+  check_compatible(runs)
+  s = runs[0].config.segmentation
+  examples = labelled_split(runs[0].config, split) if examples is None else examples
+  truth = examples.masks
   score = lambda predicted: report.scores(predicted, truth, s.num_classes, tuple(s.class_names),
                                           s.ignore_label, s.region_scores, s.cell_class)
-  result = {'split': split, 'examples': len(truth), 'members': {}}
+  result = {'split': split, 'examples': len(truth), 'members': {},
+            'inference': {run.name: inference(run, tta) for run in runs}}
   total = None
   for run in runs:
     p = probabilities(run, examples.images, tta)
@@ -136,8 +189,6 @@ def evaluate(runs: list[SegmentationRun], split: str, tta=None, outdir: str = ''
   if len(runs) > 1:
     result['ensemble'] = score(total.argmax(-1))
   result['baseline'] = score(np.full_like(truth, runs[0].majority))
-  result['inference'] = report.inference_description(
-      s.tile_size, s.tile_overlap, s.tile_weighting, s.tta if tta is None else tta)
   if outdir and jax.process_index() == 0:
     os.makedirs(outdir, exist_ok=True)
     checkpointing.write_json_atomically(os.path.join(outdir, 'metrics.json'), result)

@@ -16,6 +16,7 @@ reported checkpoint:
   255, the ISBI label convention: 0 = membrane, 255 = cell).
 Only process 0 writes files; every process computes the numbers.
 """
+import functools
 import io
 
 import jax
@@ -106,9 +107,11 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
   `preprocess(uint8 images) -> float images` is the evaluation pipeline."""
   size_multiple = getattr(model, 'size_multiple', 1)
 
+  # The variables are an argument of the compiled function, not constants folded into it.
+  apply_jit = jax.jit(lambda v, x: model.apply(v, x, train=False))
+
   def predict_all(state, split):
-    apply = jax.jit(lambda x: model.apply(_variables(state.params, state.batch_stats), x,
-                                          train=False))
+    apply = functools.partial(apply_jit, _variables(state.params, state.batch_stats))
     return predict_logits(apply, preprocess, split.images, tile_size=tile_size,
                           tile_overlap=tile_overlap, tile_weighting=tile_weighting, tta=tta,
                           size_multiple=size_multiple).argmax(-1)
