@@ -46,20 +46,38 @@ class Run:
   raw_shape: tuple = ()  # the uint8 images it was trained on, (H, W, C)
 
 
-def open_run(workdir: str, step=None) -> Run:
-  """The run in `workdir` at `step` (None: the latest; 'best'; a number)."""
+def read_config(workdir: str) -> dict:
+  """The run's config.json as a dict; CheckpointError when it is missing or unreadable."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(path):
     why = ('no config.json' if os.path.isdir(workdir) else
            'a file, not a workdir' if os.path.exists(workdir) else 'no such directory')
     raise CheckpointError(f'{workdir} holds no run ({why})')
-  config = ml_collections.ConfigDict(json.load(open(path)))
+  try:
+    with open(path) as f:
+      config = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: {e})') from None
+  if not isinstance(config, dict):
+    raise CheckpointError(f'{path} holds no config (a JSON {type(config).__name__}, not an object)')
+  return config
+
+
+def restore(workdir: str, step=None) -> tuple[int, dict]:
+  """(the step, the saved train state as nested dicts of arrays) of `workdir` at `step` (None:
+  the latest; 'best'; a number)."""
   checkpointer = checkpointing.Checkpointer(workdir)
   try:
     resolved = checkpointing.resolve_step(checkpointer, step)
-    state = checkpointer.restore_on_this_host(resolved)
+    return resolved, checkpointer.restore_on_this_host(resolved)
   finally:
     checkpointer.close()
+
+
+def open_run(workdir: str, step=None) -> Run:
+  """The run in `workdir` at `step` (None: the latest; 'best'; a number)."""
+  config = ml_collections.ConfigDict(read_config(workdir))
+  resolved, state = restore(workdir, step)
   from research.data import labelled_images
   dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
   preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)

@@ -13,7 +13,6 @@ checkpoint, but not in dataset, classes or ignore label (ConfigError otherwise).
 """
 import dataclasses
 import functools
-import json
 import os
 
 import jax
@@ -24,6 +23,7 @@ from research import models
 from research.data import augment
 from research.data.paired_augment import make_paired_augment
 from research.errors import CheckpointError, ConfigError
+from research.evaluation import predict
 from research.tasks.segmentation import config as segmentation_config
 from research.tasks.segmentation import report
 from research.training import checkpointing
@@ -54,31 +54,16 @@ class SegmentationRun:
     return f'{self.workdir}@{self.step}'
 
 
-def read_config(workdir: str) -> dict:
-  """The run's config.json as a dict; CheckpointError when it is missing or unreadable."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise CheckpointError(f'{workdir} holds no run (no config.json)')
-  try:
-    with open(path) as f:
-      config = json.load(f)
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: {e})') from None
-  if not isinstance(config, dict):
-    raise CheckpointError(f'{path} holds no config (a JSON {type(config).__name__}, not an object)')
-  return config
-
-
 def is_segmentation_run(workdir: str) -> bool:
-  return os.path.isfile(os.path.join(workdir, 'config.json')) and 'segmentation' in read_config(
-      workdir)
+  return (os.path.isfile(os.path.join(workdir, 'config.json'))
+          and 'segmentation' in predict.read_config(workdir))
 
 
 def open_run(workdir: str, step=None) -> SegmentationRun:
   """The run in `workdir` at `step` (None: the latest; 'best'; a number). Raises
   CheckpointError when the workdir holds no run or no such checkpoint, ConfigError when the run
   is not a segmentation run or its config lacks a key this version needs."""
-  config = ml_collections.ConfigDict(read_config(workdir))
+  config = ml_collections.ConfigDict(predict.read_config(workdir))
   if 'segmentation' not in config:
     raise ConfigError(f'{workdir} is not a segmentation run (its config has no segmentation '
                       'section)')
@@ -95,12 +80,7 @@ def open_run(workdir: str, step=None) -> SegmentationRun:
   model = models.build_model(config.model, config.segmentation.num_classes)
   d, s = config.data, config.segmentation
   read = segmentation_config.split_reader(config)
-  checkpointer = checkpointing.Checkpointer(workdir)
-  try:
-    resolved = checkpointing.resolve_step(checkpointer, step)
-    state = checkpointer.restore_on_this_host(resolved)
-  finally:
-    checkpointer.close()
+  resolved, state = predict.restore(workdir, step)
   train = read(d.train_split)
   eval_augment = make_paired_augment(d.eval_ops, augment.channel_stats(train.images),
                                      s.ignore_label)
