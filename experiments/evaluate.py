@@ -36,6 +36,7 @@ from research.errors import ConfigError, ConvLabError
 from research.evaluation import predict, suite
 from research.evaluation import segmentation as segmentation_eval
 from research.tasks.segmentation.tiling import TTA_VIEWS
+from research.training import checkpointing
 
 
 def split_arrays(run, split: str, dataset: str = ''):
@@ -73,6 +74,11 @@ def split_workdirs(spec: str) -> list[str]:
   return found
 
 
+def eval_dir(workdir: str, name: str) -> str:
+  """`<workdir>/eval/<name>`, the name made safe as a folder name ('test[:5000]' -> 'test__5000_')."""
+  return os.path.join(workdir, 'eval', re.sub(r'[^A-Za-z0-9_.=-]', '_', name))
+
+
 def evaluate_segmentation(args) -> dict:
   for flag in ('dataset', 'groups', 'calibration_split'):
     if getattr(args, flag):
@@ -86,15 +92,10 @@ def evaluate_segmentation(args) -> dict:
   examples = segmentation_eval.labelled_split(run.config, split)  # before opening the others
   others = [segmentation_eval.open_run(m, None) for m in
             (split_workdirs(args.ensemble) if args.ensemble else [])]
-  if args.last_checkpoints:
-    from research.training import checkpointing
-    checkpointer = checkpointing.Checkpointer(args.workdir)
-    steps = sorted(checkpointer.all_steps())[-args.last_checkpoints:]
-    checkpointer.close()
-    others += [segmentation_eval.open_run(args.workdir, s) for s in steps]
-  name = re.sub(r'[^A-Za-z0-9_.=-]', '_', split)
+  others += [segmentation_eval.open_run(args.workdir, s)
+             for s in checkpointing.latest_steps(args.workdir, args.last_checkpoints)]
   return segmentation_eval.evaluate([run, *others], split, examples, tta,
-                                    os.path.join(args.workdir, 'eval', name))
+                                    eval_dir(args.workdir, split))
 
 
 def evaluate(args) -> dict:
@@ -110,12 +111,9 @@ def evaluate(args) -> dict:
   members = split_workdirs(args.ensemble) if args.ensemble else []
   runs = [predict.open_run(m.strip(), None) for m in members
           if os.path.abspath(m.strip()) != os.path.abspath(args.workdir)]
-  if args.last_checkpoints:
-    from research.training import checkpointing
-    checkpointer = checkpointing.Checkpointer(args.workdir)
-    steps = sorted(checkpointer.all_steps())[-args.last_checkpoints:]
-    checkpointer.close()
-    runs += [predict.open_run(args.workdir, s) for s in steps if s != run.step]
+  runs += [predict.open_run(args.workdir, s)
+           for s in checkpointing.latest_steps(args.workdir, args.last_checkpoints)
+           if s != run.step]
   if runs:
     predict.check_compatible([run, *runs])
   images, labels, extra, names = split_arrays(run, args.split, args.dataset)
@@ -150,8 +148,7 @@ def evaluate(args) -> dict:
   if args.groups:
     feature = extra[args.groups]
     options.update(groups=_group_names(run, args, feature), group_name=args.groups)
-  name = re.sub(r'[^A-Za-z0-9_.=-]', '_', f'{args.dataset + "_" if args.dataset else ""}{args.split}')
-  outdir = os.path.join(args.workdir, 'eval', name)
+  outdir = eval_dir(args.workdir, f'{args.dataset + "_" if args.dataset else ""}{args.split}')
   return suite.evaluate_predictions(outdir, probs, labels, names, images, workdir=args.workdir,
                                     split=(f'{args.dataset}:' if args.dataset else '') + args.split,
                                     step=run.step, **options)
@@ -186,7 +183,6 @@ def main(argv=None) -> int:
   except ConvLabError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
-  outdir = os.path.join(args.workdir, 'eval')
   model = result['model']
   if 'pixel_accuracy' in model:
     for what in ('model', 'ensemble', 'baseline'):
@@ -195,8 +191,9 @@ def main(argv=None) -> int:
         print(f'{result["split"]} {what}: pixel accuracy {r["pixel_accuracy"]:.4f}, mean IoU '
               f'{r["mean_iou"]:.4f}' + (f', adapted Rand error {r["adapted_rand_error"]:.3f}'
                                        if 'adapted_rand_error' in r else ''))
-    print(f'written to {os.path.join(outdir, re.sub(r"[^A-Za-z0-9_.=-]", "_", result["split"]))}')
+    print(f'written to {eval_dir(args.workdir, result["split"])}')
     return 0
+  outdir = os.path.join(args.workdir, 'eval')
   print(f'{result["split"]}: accuracy {model["accuracy"]:.4f}, macro F1 {model["macro"]["f1"]:.4f}, '
         f'macro AUC {model["auc_roc"]["macro"]:.5f}, ECE {model["ece"]:.4f}; written to {outdir}')
   return 0

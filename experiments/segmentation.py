@@ -13,7 +13,7 @@ from research.data import augment, sources
 from research.data import segmentation as segmentation_data
 from research.data.in_memory import eval_shard
 from research.data.labelled_images import EvalSet
-from research.data.paired_augment import make_paired_augment
+from research.data.paired_augment import make_image_preprocess, make_paired_augment
 from research.tasks.segmentation import config as segmentation_config
 from research.tasks.segmentation import losses, report, weight_maps
 from research.tasks.segmentation.task import segmentation as segmentation_task
@@ -59,8 +59,7 @@ def run(config, workdir: str) -> dict:
   # The end-of-run report: whole images (tiled, TTA), region scores, PNGs.
   final_report = None
   if s.report_split or s.predict_split:
-    preprocess = lambda images: eval_augment(
-        images, np.zeros(images.shape[:3], np.uint8), jax.random.PRNGKey(0))[0]
+    preprocess = make_image_preprocess(d.eval_ops, channel_stats, s.ignore_label)
     final_report = report.make_final_report(
         model, jax.jit(preprocess), report_name=s.report_split,
         report_split=whole_eval.get(s.report_split), predict_name=s.predict_split,

@@ -213,3 +213,11 @@ def make_paired_augment(spec: str, channel_stats=None, ignore_label: int = 255,
     return jax.vmap(one)(images.astype(jnp.float32) / 255.0, masks.astype(jnp.int32), weights, keys)
 
   return paired_augment
+
+
+def make_image_preprocess(spec: str, channel_stats=None, ignore_label: int = 255):
+  """Returns `preprocess(uint8 images (N, H, W, C)) -> float32 images`: the pipeline `spec` on
+  images alone (an evaluation pipeline, e.g. 'normalize'; masks are zeros, the key fixed)."""
+  paired_augment = make_paired_augment(spec, channel_stats, ignore_label)
+  return lambda images: paired_augment(images, jnp.zeros(images.shape[:3], jnp.uint8),
+                                       jax.random.PRNGKey(0))[0]

@@ -63,21 +63,10 @@ def read_config(workdir: str) -> dict:
   return config
 
 
-def restore(workdir: str, step=None) -> tuple[int, dict]:
-  """(the step, the saved train state as nested dicts of arrays) of `workdir` at `step` (None:
-  the latest; 'best'; a number)."""
-  checkpointer = checkpointing.Checkpointer(workdir)
-  try:
-    resolved = checkpointing.resolve_step(checkpointer, step)
-    return resolved, checkpointer.restore_on_this_host(resolved)
-  finally:
-    checkpointer.close()
-
-
 def open_run(workdir: str, step=None) -> Run:
   """The run in `workdir` at `step` (None: the latest; 'best'; a number)."""
   config = ml_collections.ConfigDict(read_config(workdir))
-  resolved, state = restore(workdir, step)
+  resolved, state = checkpointing.restore_step(workdir, step)
   from research.data import labelled_images
   dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
   preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)
@@ -135,17 +124,20 @@ def probabilities(run: Run, images: np.ndarray, views=('identity',),
   return total / count
 
 
-def check_compatible(runs: list[Run]) -> None:
-  """Raises unless the runs can be ensembled: same classes and input size."""
-  first = runs[0]
+def _ensemble_key(run: Run) -> dict:
+  return {'classes': run.num_classes, 'input size': run.input_shape,
+          'class filter': tuple(run.config.data.get('classes', ()))}
+
+
+def check_compatible(runs: list, key=_ensemble_key) -> None:
+  """Raises ConfigError unless the runs can be ensembled: `key(run)` (a dict of what must
+  agree; default: a classification run's classes and input size) equal for every run."""
+  first, described = runs[0], key(runs[0])
   for run in runs[1:]:
-    for what, a, b in (('classes', first.num_classes, run.num_classes),
-                       ('input size', first.input_shape, run.input_shape),
-                       ('class filter', tuple(first.config.data.get('classes', ())),
-                        tuple(run.config.data.get('classes', ())))):
-      if a != b:
+    for what, value in key(run).items():
+      if value != described[what]:
         raise ConfigError(f'cannot ensemble {first.workdir} and {run.workdir}: their {what} '
-                          f'differ ({a} vs {b})')
+                          f'differ ({described[what]} vs {value})')
 
 
 def load_images(run: Run, split: str):

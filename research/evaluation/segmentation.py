@@ -21,7 +21,7 @@ import numpy as np
 
 from research import models
 from research.data import augment
-from research.data.paired_augment import make_paired_augment
+from research.data.paired_augment import make_image_preprocess
 from research.errors import CheckpointError, ConfigError
 from research.evaluation import predict
 from research.tasks.segmentation import config as segmentation_config
@@ -80,12 +80,10 @@ def open_run(workdir: str, step=None) -> SegmentationRun:
   model = models.build_model(config.model, config.segmentation.num_classes)
   d, s = config.data, config.segmentation
   read = segmentation_config.split_reader(config)
-  resolved, state = predict.restore(workdir, step)
+  resolved, state = checkpointing.restore_step(workdir, step)
   train = read(d.train_split)
-  eval_augment = make_paired_augment(d.eval_ops, augment.channel_stats(train.images),
-                                     s.ignore_label)
-  preprocess = jax.jit(lambda images: eval_augment(
-      images, np.zeros(images.shape[:3], np.uint8), jax.random.PRNGKey(0))[0])
+  preprocess = jax.jit(make_image_preprocess(d.eval_ops, augment.channel_stats(train.images),
+                                             s.ignore_label))
   # The variables are an argument of the compiled function, not constants folded into it (a
   # copy of every weight per compilation).
   apply = functools.partial(jax.jit(lambda v, x: model.apply(v, x, train=False)),
@@ -115,15 +113,9 @@ def probabilities(run: SegmentationRun, images, tta=None) -> np.ndarray:
 
 def check_compatible(runs: list[SegmentationRun]) -> None:
   """Raises ConfigError unless every run predicts the same classes of the same dataset."""
-  key = lambda r: {'dataset': r.config.data.name,
-                   'classes': tuple(r.config.segmentation.class_names),
-                   'ignore label': r.config.segmentation.ignore_label}
-  first = key(runs[0])
-  for run in runs[1:]:
-    for what, value in key(run).items():
-      if value != first[what]:
-        raise ConfigError(f'cannot ensemble {runs[0].workdir} and {run.workdir}: their {what} '
-                          f'differ ({first[what]} vs {value})')
+  predict.check_compatible(runs, key=lambda r: {
+      'dataset': r.config.data.name, 'classes': tuple(r.config.segmentation.class_names),
+      'ignore label': r.config.segmentation.ignore_label})
 
 
 def labelled_split(config, split: str):
@@ -142,9 +134,9 @@ def labelled_split(config, split: str):
   return examples
 
 
-def evaluate(runs: list[SegmentationRun], split: str, examples=None, tta=None,
+def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
              outdir: str = '') -> dict:
-  """Scores on `split` (see `labelled_split`; `examples` if already read) of each run, of their
+  """Scores on `examples`, the SegmentationSplit of `split` (`labelled_split`), of each run, of their
   ensemble (two runs or more; a run listed twice counts once) and of the first run's majority
   class everywhere; written to `outdir`/metrics.json when `outdir` is given. Each run predicts
   with its own tiling and test-time views unless `tta` is given; `inference` records them."""
@@ -154,7 +146,6 @@ def evaluate(runs: list[SegmentationRun], split: str, examples=None, tta=None,
   runs = list(unique.values())
   check_compatible(runs)
   s = runs[0].config.segmentation
-  examples = labelled_split(runs[0].config, split) if examples is None else examples
   truth = examples.masks
   score = lambda predicted: report.scores(predicted, truth, s.num_classes, tuple(s.class_names),
                                           s.ignore_label, s.region_scores, s.cell_class)

@@ -135,12 +135,28 @@ def resolve_step(checkpointer: Checkpointer, step) -> int:
   return step
 
 
-def load_state(workdir: str, step=None) -> dict:
-  """The saved train state of a workdir (None/'latest', 'best' or a step number) as nested
-  dicts of arrays on this process's first device, whatever device layout saved it."""
+def restore_step(workdir: str, step=None) -> tuple[int, dict]:
+  """(the step number, the saved train state) of a workdir at `step` (None/'latest', 'best' or
+  a step number): nested dicts of arrays on this process's first device, whatever device
+  layout saved them."""
   checkpointer = Checkpointer(workdir)
   try:
-    return checkpointer.restore_on_this_host(resolve_step(checkpointer, step))
+    resolved = resolve_step(checkpointer, step)
+    return resolved, checkpointer.restore_on_this_host(resolved)
+  finally:
+    checkpointer.close()
+
+
+def load_state(workdir: str, step=None) -> dict:
+  """The saved train state of a workdir (see `restore_step`)."""
+  return restore_step(workdir, step)[1]
+
+
+def latest_steps(workdir: str, count: int) -> list[int]:
+  """The `count` latest checkpoint steps of a workdir, oldest first (fewer if it has fewer)."""
+  checkpointer = Checkpointer(workdir)
+  try:
+    return sorted(checkpointer.all_steps())[-count:] if count > 0 else []
   finally:
     checkpointer.close()
 
