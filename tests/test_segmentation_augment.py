@@ -112,6 +112,45 @@ def test_per_example_keys_and_determinism():
   np.testing.assert_array_equal(first_two[0], a[0][:2])
 
 
+def test_pad_mirrors_the_image_and_ignores_the_new_pixels():
+  rng = np.random.default_rng(6)
+  images = rng.integers(0, 256, (2, 8, 10, 1), dtype=np.uint8)
+  masks = rng.integers(0, 2, (2, 8, 10), dtype=np.uint8)
+  weights = rng.uniform(1, 2, (2, 8, 10)).astype(np.float32)
+  out, out_masks, out_weights = (np.asarray(x) for x in
+                                 make_paired_augment('pad(3)')(images, masks, KEY, weights))
+  assert out.shape == (2, 14, 16, 1) and out_masks.shape == out_weights.shape == (2, 14, 16)
+  np.testing.assert_allclose(out[:, 3:-3, 3:-3] * 255, images, atol=1e-4)
+  # reflection about the edge pixel: padded row 3 - k is image row k (k = 1, 2, 3), likewise
+  # at the far edge and along the width
+  for k in (1, 2, 3):
+    np.testing.assert_allclose(out[:, 3 - k, 3:-3] * 255, images[:, k], atol=1e-4)
+    np.testing.assert_allclose(out[:, -4 + k, 3:-3] * 255, images[:, -1 - k], atol=1e-4)
+    np.testing.assert_allclose(out[:, 3:-3, 3 - k] * 255, images[:, :, k], atol=1e-4)
+  frame = np.ones((14, 16), bool)
+  frame[3:-3, 3:-3] = False
+  assert np.all(out_masks[:, frame] == 255) and np.all(out_weights[:, frame] == 0)
+  np.testing.assert_array_equal(out_masks[:, 3:-3, 3:-3], masks)
+  np.testing.assert_array_equal(out_weights[:, 3:-3, 3:-3], weights)
+  constant = np.asarray(make_paired_augment('pad(2, "constant")')(images, masks, KEY)[0])
+  assert not np.any(constant[:, :2]) and not np.any(constant[:, :, -2:])
+
+
+def test_ignore_border_keeps_the_loss_off_the_crop_border():
+  images, masks = blocky_binary(3, 32, 4, seed=7)
+  weights = np.full(masks.shape, 2.0, np.float32)
+  out, out_masks, out_weights = (np.asarray(x) for x in make_paired_augment(
+      'pad(4)|random_crop(24)|ignore_border(4)', ignore_label=9)(images, masks, KEY, weights))
+  inside = np.zeros((24, 24), bool)
+  inside[4:-4, 4:-4] = True
+  assert np.all(out_masks[:, ~inside] == 9) and np.all(out_weights[:, ~inside] == 0)
+  # the 16 x 16 centre is labelled (the crop of the padded image keeps it inside the image),
+  # and its mask still matches its image
+  assert set(np.unique(out_masks[:, inside])) <= {0, 1}
+  np.testing.assert_array_equal(out[:, inside][..., 0] > 0.5, out_masks[:, inside] == 1)
+  assert np.all(out_weights[:, inside] == 2.0)
+
+
 def test_configuration_errors_are_one_line():
   images, masks = blocky_binary(1, 32, 4)
   with pytest.raises(ConfigError, match=r'random_crop\(40, 40\) is larger than the 32x32 images; '
@@ -128,6 +167,12 @@ def test_configuration_errors_are_one_line():
     make_paired_augment('rotate(5, "edge")')(images, masks, KEY)
   with pytest.raises(ConfigError, match=r"masks \(16, 16\) do not have the images' size \(32, 32\)"):
     make_paired_augment('flip_lr')(images, masks[:, :16, :16], KEY)
+  with pytest.raises(ConfigError, match=r'pad\(32\): the padding must be in \[0, 31\] pixels for '
+                     '32x32 images'):
+    make_paired_augment('pad(32)')(images, masks, KEY)
+  with pytest.raises(ConfigError, match=r'ignore_border\(8\) leaves no pixel of a 16x16 crop; '
+                     'use less than 8'):
+    make_paired_augment('random_crop(16)|ignore_border(8)')(images, masks, KEY)
 
 
 def test_normalize_last():

@@ -101,3 +101,21 @@ def test_bad_tiling_is_one_config_error():
   with pytest.raises(ConfigError, match=r"test-time augmentation 'rot'; known: '' \(none\), "
                      "flip_lr, dihedral"):
     tiling.tiled_predict(lambda x: x, IMAGES, 16, 8, tta='rot')
+
+
+def test_a_padding_preprocess_predicts_with_mirrored_context_and_crops_back():
+  # eval_ops 'pad(m)|normalize': the logits of the image padded by reflection, centre kept
+  from research.data.paired_augment import make_image_preprocess
+  from research.tasks.segmentation.report import predict_logits
+  images = np.random.default_rng(2).integers(0, 256, (2, 45, 70, 2), dtype=np.uint8)
+  predict = predictor(3)
+  x = images / 255.0 * 2 - 1
+  plain = np.asarray(predict(x))
+  padded = predict_logits(predict, make_image_preprocess('pad(4)|normalize((0.5, 0.5), (0.5, 0.5))'),
+                          images)
+  assert padded.shape == plain.shape
+  mirrored = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode='reflect')
+  np.testing.assert_allclose(padded, np.asarray(predict(mirrored))[:, 4:-4, 4:-4], atol=1e-5)
+  # radius 3: 3 pixels from the border on, the context is the image's own either way
+  np.testing.assert_allclose(padded[:, 3:-3, 3:-3], plain[:, 3:-3, 3:-3], atol=1e-5)
+  assert np.abs(padded[:, 0] - plain[:, 0]).max() > 1e-3

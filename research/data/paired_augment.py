@@ -20,6 +20,13 @@ the loss ignores them, weight 0).
 
 Ops (random values drawn per example):
   random_crop(h, w=h)     a uniform h x w window (h, w <= the image's size, else ConfigError)
+  pad(m, mode)            m more pixels on every side: the image extended by `mode` (default
+                          'mirror'), the mask with the ignore label, the weights with 0
+  ignore_border(m)        the ignore label (weight 0) within m pixels of the crop's border: the
+                          loss is taken only where a prediction saw m pixels of real context;
+                          'pad(m)|random_crop(c + 2m)|...|ignore_border(m)' trains on c x c
+                          windows that cover the whole image (the U-Net paper's overlap-tile
+                          strategy; predict with segmentation.mirror_padding = m to match)
   flip_lr, flip_ud        each with probability 1/2
   rot90                   k * 90 degrees, k uniform in {0, 1, 2, 3} (square images only)
   rotate(deg, mode)       uniform angle in [-deg, deg] about the centre (dm-pix's rotate)
@@ -88,6 +95,40 @@ def random_crop(image, mask, weight, key, height, width=None, *, ctx):
   crop = lambda x: jax.lax.dynamic_slice(x, (top, left, *([0] * (x.ndim - 2))),
                                          (h, w, *x.shape[2:]))
   return crop(image), crop(mask), _maybe(crop, weight)
+
+
+_NUMPY_PAD_MODES = {'mirror': 'reflect', 'reflect': 'symmetric', 'nearest': 'edge', 'wrap': 'wrap',
+                    'constant': 'constant'}
+
+
+def pad(image, mask, weight, key, size, mode='mirror', *, ctx):
+  """`size` more pixels on every side: the image extended by `mode`, the mask with the ignore
+  label and the weights with 0, so that no loss is taken on invented pixels."""
+  del key
+  _check_mode(mode)
+  m = int(size)
+  if m < 0 or (mode in ('mirror', 'reflect') and m > min(image.shape[:2]) - 1):
+    raise ConfigError(f'pad({size}): the padding must be in [0, {min(image.shape[:2]) - 1}] '
+                      f'pixels for {image.shape[0]}x{image.shape[1]} images')
+  image = jnp.pad(image, ((m, m), (m, m), (0, 0)), mode=_NUMPY_PAD_MODES[mode])
+  mask = jnp.pad(mask, m, constant_values=ctx.ignore_label)
+  return image, mask, _maybe(lambda w: jnp.pad(w, m), weight)
+
+
+def ignore_border(image, mask, weight, key, size, *, ctx):
+  """Sets the mask to the ignore label (weights to 0) within `size` pixels of the crop's border:
+  those pixels' predictions see zero padding where the full image has content, so the loss is
+  taken on pixels with `size` pixels of real context on every side (the U-Net paper's
+  overlap-tile idea, with padded convolutions)."""
+  del key
+  m = int(size)
+  if not 0 <= 2 * m < min(mask.shape[:2]):
+    raise ConfigError(f'ignore_border({size}) leaves no pixel of a {mask.shape[0]}x'
+                      f'{mask.shape[1]} crop; use less than {(min(mask.shape[:2]) + 1) // 2}')
+  rows, cols = jnp.arange(mask.shape[0])[:, None], jnp.arange(mask.shape[1])[None, :]
+  inside = ((rows >= m) & (rows < mask.shape[0] - m) & (cols >= m) & (cols < mask.shape[1] - m))
+  return (image, jnp.where(inside, mask, ctx.ignore_label),
+          _maybe(lambda w: jnp.where(inside, w, 0.0), weight))
 
 
 def _flip(image, mask, weight, key, axis):
@@ -176,7 +217,7 @@ def normalize(image, mask, weight, key, mean=None, std=None, *, ctx):
   return out, mask, weight
 
 
-OPS = {f.__name__: f for f in (random_crop, flip_lr, flip_ud, rot90, rotate, elastic,
+OPS = {f.__name__: f for f in (random_crop, pad, ignore_border, flip_lr, flip_ud, rot90, rotate, elastic,
                                elastic_simard, brightness, contrast, gamma, normalize)}
 
 

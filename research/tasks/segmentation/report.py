@@ -64,14 +64,18 @@ def predict_logits(apply, preprocess, images, *, tile_size: int = 0, tile_overla
                    tile_weighting: str = 'gaussian', tta: str = '', size_multiple: int = 1):
   """float32 logits (N, H, W, K) of uint8 images (N, H, W, C): each image preprocessed, then
   predicted whole (tile_size 0) or in tiles, averaged over the `tta` views (tiling.py).
-  `apply(float images) -> logits` is the model in eval mode (jitted)."""
+  `apply(float images) -> logits` is the model in eval mode (jitted). A preprocess that pads
+  (eval_ops 'pad(m)|normalize': mirrored context, the U-Net paper's overlap-tile strategy) is
+  undone on the logits: the centre H x W is kept."""
   logits = []
   for image in images:
     x = np.asarray(preprocess(image[None]))
     tile = tile_size or x.shape[1:3]
     overlap = tile_overlap if tile_size else 0
-    logits.append(tiling.tiled_predict(apply, x, tile, overlap, weighting=tile_weighting,
-                                       tta=tta, size_multiple=size_multiple)[0])
+    out = tiling.tiled_predict(apply, x, tile, overlap, weighting=tile_weighting, tta=tta,
+                               size_multiple=size_multiple)[0]
+    top, left = ((p - s) // 2 for p, s in zip(out.shape[:2], image.shape[:2]))
+    logits.append(out[top:top + image.shape[0], left:left + image.shape[1]])
   return np.stack(logits)
 
 
