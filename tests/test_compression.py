@@ -132,6 +132,12 @@ def test_a_source_that_is_no_trained_run_names_what_it_is(tmp_path):
                         ('empty', 'holds no config.json')):
     with pytest.raises(ConfigError, match=f'{name} {message}: give the workdir of a trained run'):
       trained.load(str(tmp_path / name))
+  for name, text, message in (('truncated', '{"model": ', r'cannot be read \(JSONDecodeError'),
+                              ('list', '[1, 2]', r'holds no config \(a JSON list, not an object\)')):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'config.json').write_text(text)
+    with pytest.raises(ConfigError, match=f'{name}/config.json {message}'):
+      trained.load(str(tmp_path / name))
 
 
 # ------------------------------------------------------------------ training with the wrapper

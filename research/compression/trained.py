@@ -24,7 +24,7 @@ def load(workdir: str, step='latest', seed: int | None = None) -> TrainedRun:
   """The run in `workdir` at checkpoint `step` ('latest', 'best' or a number), its model and
   data as config.json says (the eval preprocessing uses the training images' statistics,
   as the run did); `seed`, if given, replaces the run's seed for the training data's order.
-  Raises ConfigError without config.json, CheckpointError without the step."""
+  Raises ConfigError without a readable config.json, CheckpointError without the step."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.isdir(workdir):
     raise ConfigError(f'{workdir} is no directory: give the workdir of a trained run'
@@ -32,8 +32,14 @@ def load(workdir: str, step='latest', seed: int | None = None) -> TrainedRun:
                       f'{workdir} does not exist: give the workdir of a trained run')
   if not os.path.isfile(path):
     raise ConfigError(f'{workdir} holds no config.json: give the workdir of a trained run')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f'{path} cannot be read ({type(e).__name__}: {e})') from None
+  if not isinstance(saved, dict):
+    raise ConfigError(f'{path} holds no config (a JSON {type(saved).__name__}, not an object)')
+  config = ml_collections.ConfigDict(saved)
   state = load_state(workdir, step)
   dataset = labelled_images.load(config.data, config.train.batch_size,
                                  config.seed if seed is None else seed)
