@@ -174,7 +174,7 @@ def ptq_report(model, variables, config, dataset, preprocess, input_shape, batch
 def run(s: dict, out: str) -> dict:
   """Compresses the run `s['source']` as `settings()` say into the workdir `out`."""
   prune = pruning_config(s) if s['method'] == 'prune' else None  # a mistake writes nothing
-  os.makedirs(out, exist_ok=True)
+  workdir = workdir_lib.prepare(out)
   saved = os.path.join(out, 'compress.json')
   if os.path.exists(saved):
     with open(saved) as f:
@@ -182,12 +182,12 @@ def run(s: dict, out: str) -> dict:
     if before != s:
       differ = sorted(k for k in set(before) | set(s) if before.get(k) != s.get(k))
       raise ConfigError(f'{out} was made with other settings ({", ".join(differ)}); use a new --out')
-  write_json_atomically(saved, s)
-  finished = workdir_lib.read_summary(workdir_lib.prepare(out))
+  finished = workdir_lib.read_summary(workdir)
   if finished is not None and 'settings' in finished:
     print(f'{out} holds a finished compression; its files are left as they are', flush=True)
     return finished
-  run_ = trained.load(s['source'], s['step'], s.get('seed'))
+  run_ = trained.load(s['source'], s['step'], s.get('seed'))  # a bad source writes nothing
+  write_json_atomically(saved, s)
   config, model, variables = run_.config, run_.model, run_.variables
   preprocess, dataset = run_.preprocess, run_.dataset
   input_shape = jax.eval_shape(preprocess, dataset.sample, jax.random.key(0)).shape[1:]

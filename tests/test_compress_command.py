@@ -63,6 +63,11 @@ def test_a_config_driven_pruning_run_reaches_its_sparsity_and_is_not_redone(lene
   args = [f'--config={CONFIG}', f'--workdir={out}', f'--config.compression.source={lenet5_run}',
           '--config.compression.steps=40', '--config.compression.sparsity=0.8',
           '--config.compression.num_updates=3', '--config.seed=1']
+  # a mistyped source is one error line and leaves no settings behind to block the fixed rerun
+  typo = run_module('experiments.compress', *args[:2], f'--config.compression.source={lenet5_run}x',
+                    *args[3:])
+  assert 'x does not exist: give the workdir of a trained run' in error_line(typo)
+  assert not (out / 'compress.json').exists()
   result = run_module('experiments.compress', *args)
   assert result.returncode == 0, result.stderr[-2000:]
   summary = json.load(open(out / 'summary.json'))
