@@ -37,7 +37,8 @@ def error_line(result):
 def documented_commands():
   """Every `python -m experiments.<x> --config=...` command in the README and the config
   docstrings, with its [optional] parts included and continuation lines joined; it ends at a
-  line end, a backquote or a shell pipe outside single quotes."""
+  line end, a backquote or a shell pipe outside single quotes. The workdir is left out (each
+  test run gets its own)."""
   texts = [open(os.path.join(REPO, 'README.md')).read()]
   for root, _, files in os.walk(os.path.join(REPO, 'configs')):
     texts += [open(os.path.join(root, f)).read() for f in files if f.endswith('.py')]
@@ -50,7 +51,9 @@ def documented_commands():
       rest = rest.split(' #')[0].replace('[', ' ').replace(']', ' ')
       if '--config=' not in rest or '<' in rest:
         continue
-      args = [a for a in shlex.split(rest) if a != '...' and a != '--dry_run']
+      # the test gives each command its own workdir: commands differing only there are one
+      args = [a if not a.startswith('--workdir=') else '--workdir=W'
+              for a in shlex.split(rest) if a != '...' and a != '--dry_run']
       env = dict(e.split('=', 1) for e in env_part.split())
       commands.append((module, tuple(args), tuple(sorted(env.items()))))
   return sorted(set(commands))
