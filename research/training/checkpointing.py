@@ -11,6 +11,7 @@ saved them.
 import json
 import os
 import re
+import sys
 
 import jax
 import numpy as np
@@ -36,6 +37,26 @@ def _reason(e: Exception) -> str:
   if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)) or 'Expecting value' in text:
     return f'a metadata file is damaged ({_first_line(e)})'
   return f'{type(e).__name__}: {_first_line(e)}'
+
+
+def _drop_abandoned_read_reports() -> None:
+  """Installed before a restore: when it fails on a damaged file, TensorStore's other pending
+  reads of that step still complete, each reporting to orbax's event loop, which the failure
+  has closed; Python passes each resulting RuntimeError('Event loop is closed') to
+  sys.unraisablehook, which would print a traceback apiece around the one error line. This
+  drops exactly those and leaves every other unraisable exception to the hook in place
+  (installed once)."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_abandoned_reads', False):
+    return
+
+  def hook(unraisable):
+    if (isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == 'Event loop is closed'):
+      return
+    previous(unraisable)
+  hook.drops_abandoned_reads = True
+  sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -72,6 +93,7 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state):
     """Restores onto `abstract_state`'s shapes, dtypes and shardings; returns (state, loop_state)."""
+    _drop_abandoned_read_reports()
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()))
@@ -92,6 +114,7 @@ class Checkpointer:
   def restore_on_this_host(self, step: int) -> dict:
     """The train state of `step` as nested dicts of arrays on this process's first device,
     whatever device layout saved it."""
+    _drop_abandoned_read_reports()
     try:
       metadata = self._manager.item_metadata(step)['state']
       device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
