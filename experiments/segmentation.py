@@ -14,6 +14,7 @@ from research.data import segmentation as segmentation_data
 from research.data.in_memory import eval_shard
 from research.data.labelled_images import EvalSet
 from research.data.paired_augment import make_image_preprocess, make_paired_augment
+from research.errors import ConfigError
 from research.tasks.segmentation import config as segmentation_config
 from research.tasks.segmentation import losses, report, weight_maps
 from research.tasks.segmentation.task import segmentation as segmentation_task
@@ -56,6 +57,12 @@ def run(config, workdir: str) -> dict:
   input_shape = jax.eval_shape(train_augment, train.images[:1], train.masks[:1],
                                jax.random.PRNGKey(0))[0].shape[1:]
 
+  # The loop evaluates whole images: each eval split's first one through eval_ops must fit
+  # the model now, not after the training steps.
+  for name, split in whole_eval.items():
+    check_eval_size(config, model, name, jax.eval_shape(
+        eval_augment, split.images[:1], split.masks[:1], jax.random.PRNGKey(0))[0].shape[1:3])
+
   # The end-of-run report: whole images (tiled, TTA), region scores, PNGs.
   final_report = None
   if s.report_split or s.predict_split:
@@ -80,6 +87,19 @@ def run(config, workdir: str) -> dict:
                         schema=segmentation_config.base_config())
 
 
+def check_eval_size(config, model, split_name: str, size) -> None:
+  """ConfigError unless the model takes `split_name`'s images of `size` (h, w) after eval_ops
+  (a U-Net needs multiples of 2^depth)."""
+  multiple = getattr(model, 'size_multiple', 1)
+  if any(v % multiple for v in size):
+    fits = lambda v: f'{v - v % multiple} or {v - v % multiple + multiple}'
+    raise ConfigError(
+        f'{config.model.name} needs height and width divisible by {multiple}; the {split_name} '
+        f'images are {size[0]}x{size[1]} after data.eval_ops={config.data.eval_ops!r}: make them '
+        f'{fits(size[0])} x {fits(size[1])} (pad(m) adds 2m to each, '
+        'segmentation.image_size resizes)')
+
+
 def check(config) -> str:
   """What `run` would train (for --dry_run): split sizes, the model and its input shape."""
   d, s = config.data, config.segmentation
@@ -91,6 +111,11 @@ def check(config) -> str:
   shape = jax.eval_shape(augment_fn, train.images, train.masks, jax.random.PRNGKey(0))[0].shape[1:]
   model = models.build_model(config.model, s.num_classes)
   params = models.count_params(model, (1, *shape))
+  eval_fn = make_paired_augment(d.eval_ops, stats, s.ignore_label)
+  for name, split in d.eval_splits.items():
+    first = segmentation_config.split_reader(config)(split, indices=[0])
+    check_eval_size(config, model, name, jax.eval_shape(
+        eval_fn, first.images, first.masks, jax.random.PRNGKey(0))[0].shape[1:3])
   steps = config_lib.planned_steps(config, sizes['train'])
   optim.make_schedule(config, steps)  # its checks, as the run makes them
   splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())

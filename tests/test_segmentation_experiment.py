@@ -125,6 +125,9 @@ def test_configs_validate_and_bad_values_are_one_line():
       'data.classes': ((1,), 'name a validation split in data.eval_splits'),
       'segmentation.tta': ('flips', r"segmentation.tta='flips'; known: '' \(none\), flip_lr, "
                            'dihedral'),
+      'data.eval_ops': ('pad(8)|flip_lr|ignore_border(8)|normalize',
+                        r"holds flip_lr, ignore_border: evaluation takes whole images through pad "
+                        'and normalize only'),
   }
   for key, (value, message) in cases.items():
     with pytest.raises(ConfigError, match=message):
@@ -133,6 +136,21 @@ def test_configs_validate_and_bad_values_are_one_line():
     config = load('isbi_unet')
     config.segmentation.tile_sizes = 3
     segmentation_config.validate(config)
+
+
+@pytest.mark.real_data
+def test_an_eval_size_the_model_cannot_take_fails_before_anything_is_written(tmp_path):
+  # depth 2: multiples of 4; pad(3) makes the 512x512 slices 518x518 (the loop's evaluation
+  # would fail only after the training steps)
+  config = load('isbi_unet', **{**TINY, 'data.data_dir': prepared('isbi2012_em'),
+                                'data.eval_ops': 'pad(3)|normalize', 'train.num_steps': 4})
+  message = (r"unet needs height and width divisible by 4; the val images are 518x518 after "
+             r"data.eval_ops='pad\(3\)\|normalize': make them 516 or 520 x 516 or 520")
+  with pytest.raises(ConfigError, match=message):
+    segmentation.check(config)
+  with pytest.raises(ConfigError, match=message):
+    segmentation.run(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
 
 
 def pet_examples(n, seed=0):

@@ -4,7 +4,8 @@
 Keys used as in classification: data.name, data.data_dir, data.train_split, data.eval_splits
 (named evaluation splits, e.g. {'val': 'validation'}), data.image_key, data.label_key (the
 mask feature), data.train_ops (the paired augmentation pipeline, research/data/
-paired_augment.py), data.eval_ops (usually 'normalize': no geometric op), train.loss (a loss
+paired_augment.py), data.eval_ops ('normalize', or 'pad(m)|normalize' for m pixels of
+mirrored context, cropped off the predictions; no other op), train.loss (a loss
 spec: 'ce', 'weighted_ce', 'dice', 'focal', 'ce+0.5*dice', ...,
 research/tasks/segmentation/losses.py). data.validation_holdout, data.classes, the 'grain'
 loader and train.label_smoothing do not apply.
@@ -14,10 +15,13 @@ import functools
 import ml_collections
 
 from research import config as config_lib
+from research.data import paired_augment
 from research.data import segmentation as segmentation_data
 from research.errors import ConfigError
 from research.tasks.segmentation import losses
 from research.tasks.segmentation.tiling import TTA_VIEWS, WEIGHTINGS
+
+EVAL_OPS = ('pad', 'normalize')  # deterministic, whole-image: what data.eval_ops may hold
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -97,6 +101,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.label_smoothing:
     raise ConfigError('train.label_smoothing does not apply to segmentation; set it to 0')
   losses.parse_loss(config.train.loss)
+  random_ops = [name for name, _ in paired_augment.parse(d.eval_ops)
+                if name not in EVAL_OPS]
+  if random_ops:
+    raise ConfigError(f'data.eval_ops={d.eval_ops!r} holds {", ".join(random_ops)}: evaluation '
+                      f'takes whole images through {" and ".join(EVAL_OPS)} only; random and '
+                      'geometric ops belong in data.train_ops')
   class_weights(s.class_weights, s.num_classes)
   if s.report_split and s.report_split not in d.eval_splits:
     raise ConfigError(f'segmentation.report_split={s.report_split!r} is not an eval split; '
