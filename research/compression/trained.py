@@ -1,6 +1,5 @@
 """A trained classification workdir, loaded for compression and export."""
 import dataclasses
-import json
 import os
 
 import ml_collections
@@ -8,7 +7,7 @@ import ml_collections
 from research import data, models
 from research.data import labelled_images
 from research.errors import ConfigError
-from research.training.checkpointing import load_state
+from research.training.checkpointing import load_state, read_json_object
 
 
 @dataclasses.dataclass
@@ -32,14 +31,7 @@ def load(workdir: str, step='latest', seed: int | None = None) -> TrainedRun:
                       f'{workdir} does not exist: give the workdir of a trained run')
   if not os.path.isfile(path):
     raise ConfigError(f'{workdir} holds no config.json: give the workdir of a trained run')
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ConfigError(f'{path} cannot be read ({type(e).__name__}: {e})') from None
-  if not isinstance(saved, dict):
-    raise ConfigError(f'{path} holds no config (a JSON {type(saved).__name__}, not an object)')
-  config = ml_collections.ConfigDict(saved)
+  config = ml_collections.ConfigDict(read_json_object(path, ConfigError))
   state = load_state(workdir, step)
   dataset = labelled_images.load(config.data, config.train.batch_size,
                                  config.seed if seed is None else seed)

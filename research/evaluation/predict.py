@@ -14,7 +14,6 @@ Test-time views act on the uint8 images (N, H, W, C) before the run's eval prepr
 TTA averages the views' probabilities (Krizhevsky et al. 2012 averaged crops and flips).
 """
 import dataclasses
-import json
 import os
 import re
 
@@ -53,14 +52,7 @@ def read_config(workdir: str) -> dict:
     why = ('no config.json' if os.path.isdir(workdir) else
            'a file, not a workdir' if os.path.exists(workdir) else 'no such directory')
     raise CheckpointError(f'{workdir} holds no run ({why})')
-  try:
-    with open(path) as f:
-      config = json.load(f)
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: {e})') from None
-  if not isinstance(config, dict):
-    raise CheckpointError(f'{path} holds no config (a JSON {type(config).__name__}, not an object)')
-  return config
+  return checkpointing.read_json_object(path, CheckpointError)
 
 
 def open_run(workdir: str, step=None) -> Run:

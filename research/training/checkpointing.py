@@ -188,6 +188,19 @@ def to_numpy(tree):
   return jax.tree.map(np.asarray, tree)
 
 
+def read_json_object(path, error=CheckpointError) -> dict:
+  """The JSON object in the file at `path` (a run's config.json); `error` (an exception class)
+  with one line when the file cannot be read, is no JSON or holds no object."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, ValueError) as e:
+    raise error(f'{path} cannot be read ({type(e).__name__}: {e})') from None
+  if not isinstance(value, dict):
+    raise error(f'{path} holds no config (a JSON {type(value).__name__}, not an object)')
+  return value
+
+
 def write_json_atomically(path, obj) -> None:
   """Writes JSON so that a reader never sees a half-written file (a temporary, then a rename)."""
   path = epath.Path(path)
