@@ -60,8 +60,7 @@ def run(config, workdir: str) -> dict:
   # The loop evaluates whole images: each eval split's first one through eval_ops must fit
   # the model now, not after the training steps.
   for name, split in whole_eval.items():
-    check_eval_size(config, model, name, jax.eval_shape(
-        eval_augment, split.images[:1], split.masks[:1], jax.random.PRNGKey(0))[0].shape[1:3])
+    check_eval_size(config, model, eval_augment, name, split)
 
   # The end-of-run report: whole images (tiled, TTA), region scores, PNGs.
   final_report = None
@@ -87,9 +86,11 @@ def run(config, workdir: str) -> dict:
                         schema=segmentation_config.base_config())
 
 
-def check_eval_size(config, model, split_name: str, size) -> None:
-  """ConfigError unless the model takes `split_name`'s images of `size` (h, w) after eval_ops
-  (a U-Net needs multiples of 2^depth)."""
+def check_eval_size(config, model, eval_augment, split_name: str, split) -> None:
+  """ConfigError unless the model takes the first image of `split` (a SegmentationSplit) as
+  `eval_augment` (data.eval_ops) makes it (a U-Net needs multiples of 2^depth)."""
+  size = jax.eval_shape(eval_augment, split.images[:1], split.masks[:1],
+                        jax.random.PRNGKey(0))[0].shape[1:3]
   multiple = getattr(model, 'size_multiple', 1)
   if any(v % multiple for v in size):
     fits = lambda v: f'{v - v % multiple} or {v - v % multiple + multiple}'
@@ -105,17 +106,16 @@ def check(config) -> str:
   d, s = config.data, config.segmentation
   sizes = {name: sources.split_size(d.name, split, d.data_dir)
            for name, split in {'train': d.train_split, **d.eval_splits}.items()}
-  train = segmentation_config.split_reader(config)(d.train_split, indices=[0])
+  read = segmentation_config.split_reader(config)
+  train = read(d.train_split, indices=[0])
   stats = ((0.5,) * train.images.shape[-1],) * 2
   augment_fn = make_paired_augment(d.train_ops, stats, s.ignore_label)
   shape = jax.eval_shape(augment_fn, train.images, train.masks, jax.random.PRNGKey(0))[0].shape[1:]
   model = models.build_model(config.model, s.num_classes)
   params = models.count_params(model, (1, *shape))
-  eval_fn = make_paired_augment(d.eval_ops, stats, s.ignore_label)
+  eval_augment = make_paired_augment(d.eval_ops, stats, s.ignore_label)
   for name, split in d.eval_splits.items():
-    first = segmentation_config.split_reader(config)(split, indices=[0])
-    check_eval_size(config, model, name, jax.eval_shape(
-        eval_fn, first.images, first.masks, jax.random.PRNGKey(0))[0].shape[1:3])
+    check_eval_size(config, model, eval_augment, name, read(split, indices=[0]))
   steps = config_lib.planned_steps(config, sizes['train'])
   optim.make_schedule(config, steps)  # its checks, as the run makes them
   splits = ', '.join(f'{k} {v:,}' for k, v in sizes.items())

@@ -26,7 +26,7 @@ Ops (random values drawn per example):
                           loss is taken only where a prediction saw m pixels of real context;
                           'pad(m)|random_crop(c + 2m)|...|ignore_border(m)' trains on c x c
                           windows that cover the whole image (the U-Net paper's overlap-tile
-                          strategy; predict with segmentation.mirror_padding = m to match)
+                          strategy; evaluate with data.eval_ops 'pad(m)|normalize' to match)
   flip_lr, flip_ud        each with probability 1/2
   rot90                   k * 90 degrees, k uniform in {0, 1, 2, 3} (square images only)
   rotate(deg, mode)       uniform angle in [-deg, deg] about the centre (dm-pix's rotate)
@@ -217,8 +217,8 @@ def normalize(image, mask, weight, key, mean=None, std=None, *, ctx):
   return out, mask, weight
 
 
-OPS = {f.__name__: f for f in (random_crop, pad, ignore_border, flip_lr, flip_ud, rot90, rotate, elastic,
-                               elastic_simard, brightness, contrast, gamma, normalize)}
+OPS = {f.__name__: f for f in (random_crop, pad, ignore_border, flip_lr, flip_ud, rot90, rotate,
+                               elastic, elastic_simard, brightness, contrast, gamma, normalize)}
 
 
 def parse(spec: str) -> list[tuple[str, tuple]]:

@@ -101,10 +101,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.label_smoothing:
     raise ConfigError('train.label_smoothing does not apply to segmentation; set it to 0')
   losses.parse_loss(config.train.loss)
-  random_ops = [name for name, _ in paired_augment.parse(d.eval_ops)
-                if name not in EVAL_OPS]
-  if random_ops:
-    raise ConfigError(f'data.eval_ops={d.eval_ops!r} holds {", ".join(random_ops)}: evaluation '
+  other_ops = [name for name, _ in paired_augment.parse(d.eval_ops) if name not in EVAL_OPS]
+  if other_ops:
+    raise ConfigError(f'data.eval_ops={d.eval_ops!r} holds {", ".join(other_ops)}: evaluation '
                       f'takes whole images through {" and ".join(EVAL_OPS)} only; random and '
                       'geometric ops belong in data.train_ops')
   class_weights(s.class_weights, s.num_classes)
