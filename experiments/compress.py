@@ -207,6 +207,7 @@ def run(s: dict, out: str) -> dict:
   tune.train.best_metric = tune.early_stopping.metric = ''
   tune.optimizer.learning_rate = s['learning_rate'] or config.optimizer.learning_rate / 10
   tune.schedule.warmup_steps = 0
+  tune.train.ema_decay = 0.0  # an average of pruned weights would not be sparse
   if 'seed' in s:
     tune.seed = s['seed']
   wrap = (lambda optimizer: pruning.wrap(optimizer, prune)) if prune is not None else None

@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.best_mode = ''            # 'max' | 'min'; '' = early_stopping.mode
   c.train.loss = 'softmax_xent'     # 'softmax_xent' | 'mse' (on one-hot targets)
   c.train.label_smoothing = 0.0
+  c.train.ema_decay = 0.0           # > 0: evaluate an exponential moving average of the weights
   c.train.top_k = 5                 # also report top-k accuracy when num_classes > k
   c.train.final_report = True       # evaluate the reported checkpoint on the first eval split
                                     # with research/evaluation (eval/<split>/: report, PNGs)
@@ -188,6 +189,9 @@ def validate(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDic
       raise ConfigError(f'config.train.{key} must be positive, got {t[key]}')
   if t.num_steps <= 0 and t.num_epochs <= 0:
     raise ConfigError('set config.train.num_steps or config.train.num_epochs to a positive value')
+  if not 0 <= t.ema_decay < 1:
+    raise ConfigError(f'config.train.ema_decay must be in [0, 1) (0 = no weight averaging; '
+                      f'e.g. 0.999), got {t.ema_decay}')
   if t.checkpoint_every_minutes < 0:
     raise ConfigError(f'config.train.checkpoint_every_minutes must be >= 0, got '
                       f'{t.checkpoint_every_minutes}')

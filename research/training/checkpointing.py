@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from research.errors import CheckpointError
+from research.training.state import inference_weights
 
 
 def _first_line(e: Exception) -> str:
@@ -161,13 +162,19 @@ def resolve_step(checkpointer: Checkpointer, step) -> int:
 def restore_step(workdir: str, step=None) -> tuple[int, dict]:
   """(the step number, the saved train state) of a workdir at `step` (None/'latest', 'best' or
   a step number): nested dicts of arrays on this process's first device, whatever device
-  layout saved them."""
+  layout saved them. A run that averaged its weights (train.ema_decay) gives its averaged
+  'params' and 'batch_stats', the ones it evaluated; the raw ones are under 'trained'."""
   checkpointer = Checkpointer(workdir)
   try:
     resolved = resolve_step(checkpointer, step)
-    return resolved, checkpointer.restore_on_this_host(resolved)
+    state = checkpointer.restore_on_this_host(resolved)
   finally:
     checkpointer.close()
+  ema = state.pop('ema', None)
+  if ema:
+    state['trained'] = {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
+    state['params'], state['batch_stats'] = inference_weights({'ema': ema})
+  return resolved, state
 
 
 def load_state(workdir: str, step=None) -> dict:

@@ -7,7 +7,9 @@ bit-identical parameters. SIGTERM/SIGINT save a checkpoint and stop (research/tr
 stopping.py); rerunning a finished workdir changes none of its files.
 
 The workdir receives: config.json, checkpoints/, metrics.jsonl, tensorboard/, curves.png and,
-at the end, summary.json. With a best metric (`train.best_metric`, else
+at the end, summary.json. With `train.ema_decay` > 0 every evaluation, the report and the
+checkpoints' inference weights are the parameters' moving average (research/training/
+state.py). With a best metric (`train.best_metric`, else
 `early_stopping.metric`), the best checkpoint is kept beside the latest ones and summary.json
 reports the best checkpoint's evaluation (the final step's as `last/...`).
 """
@@ -16,6 +18,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -28,7 +31,7 @@ from research.plotting import plot_training_curves
 from research.training import metric_sums, optim, parallel, stopping, transfer
 from research.training import workdir as workdir_lib
 from research.training.checkpointing import Checkpointer
-from research.training.state import TrainState, init_state, make_train_step
+from research.training.state import TrainState, for_inference, init_state, make_train_step
 from research.training.task import Task
 from research.training.writers import MetricWriter, Progress, read_metrics
 
@@ -74,7 +77,8 @@ def _start_from_pretrained(state, optimizer, transfer_config, sharding) -> Train
   print(f'initialised from {transfer_config.init_from}; newly initialised: '
         f'{", ".join(initialised) or "nothing"}', flush=True)
   return state.replace(params=merged['params'], batch_stats=merged['batch_stats'],
-                       opt_state=jax.jit(optimizer.init, out_shardings=sharding)(merged['params']))
+                       opt_state=jax.jit(optimizer.init, out_shardings=sharding)(merged['params']),
+                       ema=None if state.ema is None else jax.tree.map(jnp.copy, merged))
 
 
 def _check_monitored(metric: str, results: dict, what: str) -> None:
@@ -138,8 +142,8 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   replicated, data_sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
   # ------------------------------------------------------------------ Initialise or resume
-  state = jax.jit(lambda: init_state(model, optimizer, (1, *input_shape), config.seed),
-                  out_shardings=replicated)()
+  state = jax.jit(lambda: init_state(model, optimizer, (1, *input_shape), config.seed,
+                                     ema=t.ema_decay > 0), out_shardings=replicated)()
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   loop_state = {'early_stopping': None, 'best': None, 'plateau': None, 'stopped_early': False,
                 'wall_time_s': 0.0}
@@ -164,7 +168,7 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
                   if config.transfer.freeze and state.batch_stats else None)
   constants = (None if task.constants is None else
                jax.device_put(task.constants, replicated))  # arguments, not baked-in arrays
-  compiled_step = jax.jit(make_train_step(task, optimizer, schedule, frozen_stats),
+  compiled_step = jax.jit(make_train_step(task, optimizer, schedule, frozen_stats, t.ema_decay),
                           in_shardings=(replicated, data_sharded, replicated),
                           out_shardings=(replicated, replicated), donate_argnums=0)
   train_step = lambda state, batch: compiled_step(state, batch, constants)
@@ -177,9 +181,9 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
                             out_shardings=replicated)
     eval_step = lambda p, s, b: compiled_eval(p, s, b, constants)
   sync_each_step = parallel.must_sync_each_step(mesh)
-  evaluate_now = functools.partial(evaluate, eval_step, eval_sets=eval_sets,
-                                   batch_size=t.eval_batch_size, sharding=data_sharded,
-                                   finalize=task.finalize)
+  evaluate_now = lambda state: evaluate(  # the averaged weights when train.ema_decay > 0
+      eval_step, for_inference(state), eval_sets=eval_sets, batch_size=t.eval_batch_size,
+      sharding=data_sharded, finalize=task.finalize)
 
   def save(at_step, metric=None):
     loop_state.update(early_stopping=early.state if early else None,
@@ -263,7 +267,7 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
       reported_state, _ = checkpointer.restore(best_step, abstract)
       reported, which = {'step': best_step, **evaluate_now(reported_state)}, 'best'
     if task.final_report is not None:
-      reported = {**reported, **task.final_report(reported_state, workdir)}
+      reported = {**reported, **task.final_report(for_inference(reported_state), workdir)}
   finally:
     checkpointer.close()
   summary = {**reported, 'checkpoint': which, 'last_step': step,

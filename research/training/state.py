@@ -2,6 +2,15 @@
 
 A run is a pure function of its config: parameters come from `config.seed`, and step s draws
 its randomness (augmentation, dropout, attacks) from fold_in(state.rng, s).
+
+Weight averaging (`train.ema_decay` = d in (0, 1)): the state also carries an exponential moving
+average of the parameters and BatchNorm statistics (Polyak & Juditsky 1992), bias-corrected as
+Adam's moments are (Kingma & Ba 2015): after step n it is the mean of the weights after steps
+1..n weighted d^(n-k), so the initial weights never count and d sets the horizon, about
+1 / (1 - d) steps, from the first step on. Recursively, with w_n the weights after step n,
+  ema_n = r_n ema_(n-1) + (1 - r_n) w_n,   r_n = 1 - (1 - d) / (1 - d^n)   (r_1 = 0, r_n -> d).
+The loop evaluates, reports and exports the averaged weights (`inference_weights`); training
+continues from the raw ones.
 """
 from typing import Any
 
@@ -21,22 +30,49 @@ class TrainState:
   opt_state: Any
   rng: jax.Array  # a raw uint32 key; step s draws its randomness from fold_in(rng, s)
   lr_scale: jax.Array  # reduce-on-plateau's factor on every update (1.0 otherwise)
+  ema: Any = None  # {'params', 'batch_stats'} averaged over steps; None without averaging
 
 
-def init_state(model, optimizer, input_shape, seed: int) -> TrainState:
+def ema_rate(decay: float, steps_taken):
+  """r_n, the weight of the previous average after `steps_taken` = n >= 1 steps (float32)."""
+  n = jnp.asarray(steps_taken, jnp.float32)
+  d = jnp.float32(decay)
+  return jnp.clip(1.0 - (1.0 - d) / (1.0 - d ** n), 0.0, d)
+
+
+def inference_weights(state) -> tuple[Any, Any]:
+  """(params, batch_stats) to evaluate and export: the averaged ones when the state has them.
+  `state` is a TrainState or the nested dict a checkpoint restores to."""
+  if not isinstance(state, dict):
+    state = {'params': state.params, 'batch_stats': state.batch_stats, 'ema': state.ema}
+  chosen = state.get('ema') or state
+  return chosen['params'], chosen.get('batch_stats') or {}
+
+
+def for_inference(state: 'TrainState') -> 'TrainState':
+  """`state` with its averaged weights in place of the trained ones (itself without averaging)."""
+  if state.ema is None:
+    return state
+  params, batch_stats = inference_weights(state)
+  return state.replace(params=params, batch_stats=batch_stats)
+
+
+def init_state(model, optimizer, input_shape, seed: int, ema: bool = False) -> TrainState:
+  """Parameters from `seed`; `ema=True` starts a weight average at them."""
   init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
   variables = model.init({'params': init_key, 'dropout': init_key}, jnp.zeros(input_shape),
                          train=False)
-  params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}),
+  params, batch_stats = variables['params'], variables.get('batch_stats', {})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=optimizer.init(params), rng=train_key,
-                    lr_scale=jnp.ones((), jnp.float32))
+                    lr_scale=jnp.ones((), jnp.float32),
+                    ema={'params': params, 'batch_stats': batch_stats} if ema else None)
 
 
-def make_train_step(task: Task, optimizer, schedule, frozen_stats=None):
+def make_train_step(task: Task, optimizer, schedule, frozen_stats=None, ema_decay: float = 0.0):
   """One step of `optimizer` on `task`'s loss. `frozen_stats` (bools shaped like batch_stats)
-  marks statistics to keep as they are (frozen layers in transfer learning). The optimizer
+  marks statistics to keep as they are (frozen layers in transfer learning). With a state that
+  carries `ema`, `ema_decay` (in (0, 1)) averages the new weights into it. The optimizer
   receives `lr_scale=state.lr_scale` (research/training/optim.scale_by_lr_scale applies it;
   optimizers without it ignore it)."""
   with_extra_args = optax.with_extra_args_support(optimizer)
@@ -53,8 +89,15 @@ def make_train_step(task: Task, optimizer, schedule, frozen_stats=None):
     if frozen_stats is not None:
       batch_stats = jax.tree.map(lambda keep, old, new: old if keep else new, frozen_stats,
                                  state.batch_stats, batch_stats)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=batch_stats, opt_state=opt_state)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema
+    if ema is not None:
+      rate = ema_rate(ema_decay, state.step + 1)
+      # avg + (1 - r)(new - avg): a weight that does not change (frozen) stays bit-exact.
+      ema = jax.tree.map(lambda avg, new: avg + (1 - rate) * (new - avg), ema,
+                         {'params': params, 'batch_stats': batch_stats})
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state, ema=ema)
     return new_state, {'sums': sums, 'grad_norm': optax.global_norm(grads),
                        'learning_rate': schedule(state.step) * state.lr_scale}
   return train_step
