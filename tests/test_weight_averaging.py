@@ -8,7 +8,7 @@ import pytest
 
 from experiments import classification
 from research import config as config_lib
-from research.errors import ConfigError
+from research.errors import CheckpointError, ConfigError
 from research.evaluation import predict
 from research.training import checkpointing
 from research.training.state import TrainState, ema_rate, for_inference, make_train_step
@@ -104,3 +104,24 @@ def test_a_run_reports_and_exports_its_averaged_weights_and_resumes_exactly(
       'params': straight['trained']['params'],
       'batch_stats': straight['trained']['batch_stats']}})
   assert abs(_nll(predict.probabilities(trained, images), labels) - averaged) > 1e-3
+
+
+def test_checkpoints_written_before_the_average_existed_still_restore(tmp_path):
+  state = _state(ema=False)
+  older = {f: getattr(state, f) for f in ('step', 'params', 'batch_stats', 'opt_state', 'rng',
+                                          'lr_scale')}  # no 'ema' field on disk
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  checkpointer.save(7, older, {'data': 'position'})
+  checkpointer.wait()
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  restored, loop_state = checkpointer.restore(7, abstract)
+  checkpointer.close()
+  assert isinstance(restored, TrainState) and restored.ema is None
+  assert loop_state == {'data': 'position'}
+  assert_trees_identical(restored, state)
+  # A run that averages cannot take such a checkpoint for one that did: one clear error.
+  averaging = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _state(ema=True))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  with pytest.raises(CheckpointError, match='step 7 .* cannot be restored'):
+    checkpointer.restore(7, averaging)
+  checkpointer.close()

@@ -8,6 +8,7 @@ BestN policy on the metric saved with each evaluated step). Restoring for infere
 transfer (`load_state`) places the arrays on this process's devices, whatever device layout
 saved them.
 """
+import dataclasses
 import json
 import os
 import re
@@ -93,16 +94,27 @@ class Checkpointer:
         metrics=None if metric is None else {'value': float(metric)})
 
   def restore(self, step: int, abstract_state):
-    """Restores onto `abstract_state`'s shapes, dtypes and shardings; returns (state, loop_state)."""
+    """Restores onto `abstract_state`'s shapes, dtypes and shardings; returns (state, loop_state).
+    A dataclass state's fields that are None and absent from the checkpoint (written before the
+    field existed, e.g. TrainState.ema) come back as None."""
     _drop_abandoned_read_reports()
     try:
+      target, absent = abstract_state, {}
+      if dataclasses.is_dataclass(abstract_state):
+        saved = set(self._manager.item_metadata(step)['state'].keys())
+        fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+        absent = {k: None for k, v in fields.items() if k not in saved and v is None}
+        target = {k: v for k, v in fields.items() if k not in absent}
       restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(target), loop=ocp.args.JsonRestore()))
+      state = restored['state']
+      if target is not abstract_state:
+        state = type(abstract_state)(**state, **absent)
     except Exception as e:  # orbax raises many types for unreadable or mismatching files
       raise CheckpointError(
           f'checkpoint step {step} in {self.directory} cannot be restored: {_reason(e)}; it was '
           'left as is: move it away to resume from an earlier one, or use a new workdir') from None
-    return restored['state'], restored['loop']
+    return state, restored['loop']
 
   def loop_state(self, step: int) -> dict:
     """The loop's JSON state saved with `step`."""
