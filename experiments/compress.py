@@ -10,10 +10,10 @@ fine-tuning, or magnitude pruning with fine-tuning; report against the float32 m
 
 `--out` is a workdir of its own. ptq: no training; int8 with static-range activations
 calibrated on `--calibration_batches` training batches, and dynamic-range, both evaluated on
-the run's eval splits. qat and prune fine-tune the run's checkpoint (`--step`) in the shared
-loop for `--steps` steps at `--learning_rate` (default: the run's / 10) with the run's
-optimizer and data (early stopping and best-checkpoint selection off: the final model is
-reported); they resume like any run. qat trains with int8 fake quantization and reports the
+the run's eval splits. qat and prune fine-tune the run's checkpoint (`--step`; its averaged
+weights if it averaged them, train.ema_decay) in the shared loop for `--steps` steps at
+`--learning_rate` (default: the run's / 10) with the run's optimizer and data (early stopping,
+best-checkpoint selection and weight averaging off: the final model is reported); they resume like any run. qat trains with int8 fake quantization and reports the
 fake-quantized model and its int8 PTQ; prune wraps the optimizer with
 research.compression.pruning (gradual: `--num_updates` mask updates every `--update_every`
 steps, 0 = spread over the first half of the steps, from step `--begin_step`; one_shot: at

@@ -78,6 +78,11 @@ def test_fine_tuning_keeps_frozen_layers_and_their_statistics_exactly(mnist_data
   assert_trees_identical(after['params']['conv1'], before['params']['conv1'])
   assert_trees_identical(after['params']['bn1'], before['params']['bn1'])
   assert_trees_identical(after['batch_stats']['bn1'], before['batch_stats']['bn1'])
+  trained = after['trained']  # the weights trained, beside their average
+  assert_trees_identical(trained['params']['conv1'], before['params']['conv1'])
+  assert_trees_identical(trained['batch_stats']['bn1'], before['batch_stats']['bn1'])
+  assert not np.array_equal(trained['params']['conv2']['kernel'],
+                            after['params']['conv2']['kernel'])
   assert not np.array_equal(after['params']['conv2']['kernel'], before['params']['conv2']['kernel'])
   assert not np.array_equal(after['batch_stats']['bn2']['mean'], before['batch_stats']['bn2']['mean'])
 

@@ -11,7 +11,8 @@ from research import config as config_lib
 from research.errors import CheckpointError, ConfigError
 from research.evaluation import predict
 from research.training import checkpointing
-from research.training.state import TrainState, ema_rate, for_inference, make_train_step
+from research.training.state import (TrainState, ema_new_weight, ema_rate, for_inference,
+                                    make_train_step)
 from research.training.task import Task
 from tests.helpers import assert_trees_identical, run_interrupted, small_mnist
 
@@ -56,6 +57,11 @@ def test_the_average_is_the_decay_weighted_mean_of_the_weights_after_each_step()
                                weights @ np.stack(means) / weights.sum(), rtol=1e-5)
   np.testing.assert_allclose(ema_rate(decay, 1), 0.0, atol=1e-7)
   np.testing.assert_allclose(ema_rate(decay, 10_000), decay, rtol=1e-7)
+  # Decays that round to 1 in float32 keep their meaning (no 0/0): n steps in, the new
+  # weights' share is 1/n while n is far below the horizon, and 1 - d far beyond it.
+  for n in (1, 2, 10, 1000):
+    np.testing.assert_allclose(ema_new_weight(1 - 1e-9, n), 1 / n, rtol=1e-5)
+  np.testing.assert_allclose(ema_new_weight(1 - 1e-6, 10**9), 1e-6, rtol=1e-4)
   averaged = for_inference(state)
   np.testing.assert_array_equal(averaged.params['w'], state.ema['params']['w'])
   np.testing.assert_array_equal(averaged.batch_stats['mean'], state.ema['batch_stats']['mean'])
@@ -98,8 +104,12 @@ def test_a_run_reports_and_exports_its_averaged_weights_and_resumes_exactly(
   # The summary's test loss is that of the averaged weights, not of the trained ones.
   run = predict.open_run(str(tmp_path / 'straight'))
   images, labels = predict.load_images(run, 'test[:500]')[:2]
-  averaged = _nll(predict.probabilities(run, images), labels)
+  probs = predict.probabilities(run, images)
+  averaged = _nll(probs, labels)
   assert summary['test/loss'] == pytest.approx(averaged, rel=1e-4)
+  # ... and so is the final report's (research/evaluation), Brier score by its definition.
+  brier = np.mean(np.sum((probs - np.eye(10)[labels]) ** 2, axis=1))
+  assert summary['test/brier'] == pytest.approx(brier, rel=1e-4)
   trained = run.__class__(**{**run.__dict__, 'variables': {
       'params': straight['trained']['params'],
       'batch_stats': straight['trained']['batch_stats']}})

@@ -14,7 +14,8 @@ from research.training.checkpointing import load_state, read_json_object
 class TrainedRun:
   config: ml_collections.ConfigDict    # the run's config.json
   model: object                        # the flax module, research.models.build_model
-  variables: dict                      # {'params', 'batch_stats'?} of the checkpoint
+  variables: dict                      # {'params', 'batch_stats'?} of the checkpoint (averaged
+                                       # ones if the run averaged: train.ema_decay)
   preprocess: object                   # eval preprocessing: (uint8 images, key) -> float32
   dataset: labelled_images.LabelledImages  # its data (training stream, eval splits, stats)
 

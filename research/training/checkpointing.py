@@ -190,7 +190,8 @@ def restore_step(workdir: str, step=None) -> tuple[int, dict]:
 
 
 def load_state(workdir: str, step=None) -> dict:
-  """The saved train state of a workdir (see `restore_step`)."""
+  """The saved train state of a workdir, with the averaged weights as 'params' and
+  'batch_stats' if the run averaged them (see `restore_step`)."""
   return restore_step(workdir, step)[1]
 
 

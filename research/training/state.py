@@ -9,9 +9,10 @@ Adam's moments are (Kingma & Ba 2015): after step n it is the mean of the weight
 1..n weighted d^(n-k), so the initial weights never count and d sets the horizon, about
 1 / (1 - d) steps, from the first step on. Recursively, with w_n the weights after step n,
   ema_n = r_n ema_(n-1) + (1 - r_n) w_n,   r_n = 1 - (1 - d) / (1 - d^n)   (r_1 = 0, r_n -> d).
-The loop evaluates, reports and exports the averaged weights (`inference_weights`); training
-continues from the raw ones.
+The loop evaluates and reports the averaged weights, and loading a checkpoint for inference,
+export or transfer gives them (`inference_weights`); training continues from the raw ones.
 """
+import math
 from typing import Any
 
 import flax
@@ -33,11 +34,17 @@ class TrainState:
   ema: Any = None  # {'params', 'batch_stats'} averaged over steps; None without averaging
 
 
-def ema_rate(decay: float, steps_taken):
-  """r_n, the weight of the previous average after `steps_taken` = n >= 1 steps (float32)."""
+def ema_new_weight(decay: float, steps_taken):
+  """1 - r_n = (1 - d) / (1 - d^n), the new weights' share after n = `steps_taken` >= 1 steps,
+  float32, computed as (1 - d) / -expm1(n log d) so that decays close to 1 stay exact."""
   n = jnp.asarray(steps_taken, jnp.float32)
-  d = jnp.float32(decay)
-  return jnp.clip(1.0 - (1.0 - d) / (1.0 - d ** n), 0.0, d)
+  share = jnp.float32(1.0 - decay) / -jnp.expm1(n * jnp.float32(math.log(decay)))
+  return jnp.clip(share, jnp.float32(1.0 - decay), 1.0)
+
+
+def ema_rate(decay: float, steps_taken):
+  """r_n, the previous average's share after n = `steps_taken` >= 1 steps (r_1 = 0, r_n -> d)."""
+  return 1.0 - ema_new_weight(decay, steps_taken)
 
 
 def inference_weights(state) -> tuple[Any, Any]:
@@ -92,9 +99,9 @@ def make_train_step(task: Task, optimizer, schedule, frozen_stats=None, ema_deca
     params = optax.apply_updates(state.params, updates)
     ema = state.ema
     if ema is not None:
-      rate = ema_rate(ema_decay, state.step + 1)
+      share = ema_new_weight(ema_decay, state.step + 1)
       # avg + (1 - r)(new - avg): a weight that does not change (frozen) stays bit-exact.
-      ema = jax.tree.map(lambda avg, new: avg + (1 - rate) * (new - avg), ema,
+      ema = jax.tree.map(lambda avg, new: avg + share * (new - avg), ema,
                          {'params': params, 'batch_stats': batch_stats})
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state, ema=ema)
