@@ -113,7 +113,8 @@ def test_early_stopping_ignores_evaluations_before_its_start_step(mnist_data_dir
 def test_resume_with_a_different_config_is_refused(mnist_data_dir, tmp_path):
   classification.run(small_mnist(mnist_data_dir, **{'train.num_steps': 8}), str(tmp_path))
   changed = small_mnist(mnist_data_dir, **{'train.num_steps': 8, 'optimizer.learning_rate': 0.5})
-  with pytest.raises(CheckpointError, match='differs at optimizer.learning_rate'):
+  with pytest.raises(CheckpointError, match=r'differs at optimizer.learning_rate: saved 0\.002, '
+                                            r'given 0\.5\)'):
     classification.run(changed, str(tmp_path))
   shutil.rmtree(tmp_path / 'checkpoints')  # nothing to resume: a new config is welcome
   assert classification.run(changed, str(tmp_path))['step'] == 8

@@ -90,6 +90,7 @@ def test_a_run_reports_and_exports_its_averaged_weights_and_resumes_exactly(
     mnist_data_dir, tmp_path, monkeypatch):
   config = small_mnist(mnist_data_dir, model='mnist_cnn', **{'train.ema_decay': 0.9})
   summary = classification.run(config, str(tmp_path / 'straight'))
+  assert summary['weights'] == 'moving average (train.ema_decay=0.9)'
 
   run_interrupted(classification.run, config, str(tmp_path / 'resumed'), monkeypatch)
   classification.run(config, str(tmp_path / 'resumed'))  # resumes at step 10

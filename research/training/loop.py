@@ -274,6 +274,8 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
              **{f'last/{k}': v for k, v in last_eval.items() if which == 'best' and k != 'step'},
              **{k: v for k, v in last_train.items() if k != 'train/steps_per_s'},
              'num_params': int(num_params), 'total_steps': total_steps,
+             'weights': (f'moving average (train.ema_decay={t.ema_decay})' if t.ema_decay
+                         else 'trained'),
              'stopped_early': bool(loop_state['stopped_early']),
              'devices': f'{mesh.size} x {jax.devices()[0].device_kind}',
              'processes': jax.process_count(),

@@ -147,13 +147,23 @@ def check_and_write_config(workdir: epath.Path, config: ml_collections.ConfigDic
         saved = _with_defaults(saved, json.loads(defaults.to_json_best_effort()))
       changed = [k for k in differing_keys(saved, resolved) if k not in RESUMABLE_CHANGES]
       if changed:
+        described = ', '.join(f'{k}: saved {_at(saved, k)!r}, given {_at(resolved, k)!r}'
+                              for k in changed[:5]) + (', ...' if len(changed) > 5 else '')
         raise CheckpointError(f'{workdir} holds a run with a different config (differs at '
-                              f'{", ".join(changed)}); resume with the same config or use a new '
-                              'workdir')
+                              f'{described}); resume with the same config or use a new workdir')
     if write:
       write_json_atomically(path, resolved)
     return True
   process0_decides(check)
+
+
+def _at(tree: dict, dotted: str):
+  """The value at a dotted key of nested dicts ('<absent>' where there is none)."""
+  for part in dotted.split('.'):
+    if not isinstance(tree, dict) or part not in tree:
+      return '<absent>'
+    tree = tree[part]
+  return tree
 
 
 def read_summary(workdir: epath.Path) -> dict | None:
