@@ -13,11 +13,11 @@ calibrated on `--calibration_batches` training batches, and dynamic-range, both 
 the run's eval splits. qat and prune fine-tune the run's checkpoint (`--step`; its averaged
 weights if it averaged them, train.ema_decay) in the shared loop for `--steps` steps at
 `--learning_rate` (default: the run's / 10) with the run's optimizer and data (early stopping,
-best-checkpoint selection and weight averaging off: the final model is reported); they resume like any run. qat trains with int8 fake quantization and reports the
-fake-quantized model and its int8 PTQ; prune wraps the optimizer with
-research.compression.pruning (gradual: `--num_updates` mask updates every `--update_every`
-steps, 0 = spread over the first half of the steps, from step `--begin_step`; one_shot: at
-`--begin_step`) and reports the sparsity of every layer. summary.json has the float32
+best-checkpoint selection and weight averaging off: the final model is reported); they resume
+like any run. qat trains with int8 fake quantization and reports the fake-quantized model and
+its int8 PTQ; prune wraps the optimizer with research.compression.pruning (gradual:
+`--num_updates` mask updates every `--update_every` steps, 0 = spread over the first half of
+the steps, from step `--begin_step`; one_shot: at `--begin_step`) and reports the sparsity of every layer. summary.json has the float32
 numbers (`float32/<split>/<metric>`) beside the compressed ones, the sizes and the settings.
 
 Config-driven (what `experiments.sweep` runs, e.g. configs/compression/mnist_lenet5_pruning.py):

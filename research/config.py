@@ -249,6 +249,16 @@ def check_early_stopping_start(early_stopping, total_steps: int) -> None:
                       "or turn early stopping off (early_stopping.metric='')")
 
 
+def value_at(tree: dict, dotted: str, missing=None):
+  """The value at a dotted key ('train.ema_decay') of nested dicts, or `missing` where the
+  path does not lead to one."""
+  for part in dotted.split('.'):
+    if not isinstance(tree, dict) or part not in tree:
+      return missing
+    tree = tree[part]
+  return tree
+
+
 def differing_keys(a: dict, b: dict, prefix='') -> list[str]:
   """Dotted keys whose values differ between two nested dicts."""
   out = []

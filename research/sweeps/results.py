@@ -14,6 +14,7 @@ import shutil
 
 import numpy as np
 
+from research.config import value_at
 from research.plotting import plt, save_figure
 from research.sweeps import grid
 
@@ -79,16 +80,17 @@ def _run_config(sweep_dir: str, point: str, seeds) -> dict:
   return {}
 
 
+_MISSING = object()
+
+
 def _setting(record: dict, dotted: str) -> str:
   """The value a point ran with: its own override, else what its run's config.json says
   (a setting the point left at the config file's value), else ''."""
   if dotted in record['settings']:
     return grid.format_value(record['settings'][dotted])
-  node = record.get('config', {})
-  for part in dotted.split('.'):
-    if not isinstance(node, dict) or part not in node:
-      return ''
-    node = node[part]
+  node = value_at(record.get('config', {}), dotted, missing=_MISSING)
+  if node is _MISSING:
+    return ''
   return grid.format_value(tuple(node) if isinstance(node, list) else node)
 
 

@@ -182,10 +182,10 @@ def restore_step(workdir: str, step=None) -> tuple[int, dict]:
     state = checkpointer.restore_on_this_host(resolved)
   finally:
     checkpointer.close()
-  ema = state.pop('ema', None)
-  if ema:
+  if state.get('ema'):
     state['trained'] = {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
-    state['params'], state['batch_stats'] = inference_weights({'ema': ema})
+    state['params'], state['batch_stats'] = inference_weights(state)
+  state.pop('ema', None)
   return resolved, state
 
 

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from research.config import FREE_FORM, base_config, differing_keys
+from research.config import FREE_FORM, base_config, differing_keys, value_at
 from research.errors import CheckpointError, ConvLabError, WorkdirError
 from research.training.checkpointing import write_json_atomically
 
@@ -147,7 +147,8 @@ def check_and_write_config(workdir: epath.Path, config: ml_collections.ConfigDic
         saved = _with_defaults(saved, json.loads(defaults.to_json_best_effort()))
       changed = [k for k in differing_keys(saved, resolved) if k not in RESUMABLE_CHANGES]
       if changed:
-        described = ', '.join(f'{k}: saved {_at(saved, k)!r}, given {_at(resolved, k)!r}'
+        at = lambda tree, k: value_at(tree, k, '<absent>')
+        described = ', '.join(f'{k}: saved {at(saved, k)!r}, given {at(resolved, k)!r}'
                               for k in changed[:5]) + (', ...' if len(changed) > 5 else '')
         raise CheckpointError(f'{workdir} holds a run with a different config (differs at '
                               f'{described}); resume with the same config or use a new workdir')
@@ -155,15 +156,6 @@ def check_and_write_config(workdir: epath.Path, config: ml_collections.ConfigDic
       write_json_atomically(path, resolved)
     return True
   process0_decides(check)
-
-
-def _at(tree: dict, dotted: str):
-  """The value at a dotted key of nested dicts ('<absent>' where there is none)."""
-  for part in dotted.split('.'):
-    if not isinstance(tree, dict) or part not in tree:
-      return '<absent>'
-    tree = tree[part]
-  return tree
 
 
 def read_summary(workdir: epath.Path) -> dict | None:
