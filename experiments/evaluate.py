@@ -6,7 +6,8 @@ segmentation run.
         [--calibration_split=val] [--groups=writer_population --dataset=mnist_writers]
 
 Reads the run's config.json and checkpoint, evaluates, and writes into
-`<workdir>/eval/<split>/` (never into the run's checkpoints): metrics.json, report.md and PNGs
+`<workdir>/eval/<split>@<step>[+options]/` (`eval_dir`; never into the run's checkpoints, nor
+into `eval/<split>/`, the training run's final report): metrics.json, report.md and PNGs
 (research/evaluation/suite.py). `--split` is one of the run's eval splits (`test`, `val` for a
 validation holdout) or a tfds split expression (`test[:5000]`); `--dataset` reads it from
 another dataset with the same images (e.g. `mnist_writers`, MNIST with writer groups).
@@ -19,13 +20,14 @@ A segmentation run (research/evaluation/segmentation.py) is scored on a labelled
 its report split, e.g. `val`) as its final report scores it, alone and with `--ensemble` /
 `--last_checkpoints` as an ensemble of averaged per-pixel probabilities; `--tta` is then
 'none', 'flip_lr' or 'dihedral' (default: each member's own configured views, recorded per
-member). Written to `<workdir>/eval/<split>/metrics.json`.
+member). Written to `<workdir>/eval/<split>@<step>[+options]/metrics.json`.
 For both kinds, `--ensemble` members are taken at their latest checkpoint and
 `--last_checkpoints=N` means the run's N latest checkpoints, whatever `--step` says; for a
 segmentation run a member named twice (or the run itself at the same step) counts once.
 """
 import argparse
 import glob
+import hashlib
 import os
 import re
 import sys
@@ -74,12 +76,32 @@ def split_workdirs(spec: str) -> list[str]:
   return found
 
 
-def eval_dir(workdir: str, name: str) -> str:
-  """`<workdir>/eval/<name>`, the name made safe as a folder name ('test[:5000]' -> 'test__5000_')."""
-  return os.path.join(workdir, 'eval', re.sub(r'[^A-Za-z0-9_.=-]', '_', name))
+def eval_dir(workdir: str, split: str, step: int, *, tta: str = '', ensemble=(),
+             last_checkpoints: int = 0, calibration_split: str = '', groups: str = '') -> str:
+  """Where an evaluation is written: `<workdir>/eval/<split>@<step>` plus one suffix per option
+  that changes what is evaluated (`+tta-flip_lr`, `+last3`, `+ensemble2-<6 hex digits of the
+  members' paths>`, `+calibration-<split>`, `+groups-<feature>`), the split made safe as a
+  folder name ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself holds the training
+  run's final report, which no evaluation replaces; rerunning one evaluation rewrites its own
+  folder only."""
+  safe = lambda text: re.sub(r'[^A-Za-z0-9_.=-]', '_', text)
+  name = safe(split) + f'@{step}'
+  if tta:
+    name += '+tta-' + safe(tta.replace(',', '-'))
+  if last_checkpoints:
+    name += f'+last{last_checkpoints}'
+  members = sorted({os.path.realpath(m) for m in ensemble} - {os.path.realpath(workdir)})
+  if members:
+    digest = hashlib.sha256('\n'.join(members).encode()).hexdigest()[:6]
+    name += f'+ensemble{len(members)}-{digest}'
+  if calibration_split:
+    name += '+calibration-' + safe(calibration_split)
+  if groups:
+    name += '+groups-' + safe(groups)
+  return os.path.join(workdir, 'eval', name)
 
 
-def evaluate_segmentation(args) -> dict:
+def evaluate_segmentation(args) -> tuple[dict, str]:
   for flag in ('dataset', 'groups', 'calibration_split'):
     if getattr(args, flag):
       raise ConfigError(f'--{flag} does not apply to segmentation runs')
@@ -90,15 +112,17 @@ def evaluate_segmentation(args) -> dict:
   run = segmentation_eval.open_run(args.workdir, args.step)
   split = args.split or run.config.segmentation.report_split or 'val'
   examples = segmentation_eval.labelled_split(run.config, split)  # before opening the others
-  others = [segmentation_eval.open_run(m, None) for m in
-            (split_workdirs(args.ensemble) if args.ensemble else [])]
+  members = split_workdirs(args.ensemble) if args.ensemble else []
+  others = [segmentation_eval.open_run(m, None) for m in members]
   others += [segmentation_eval.open_run(args.workdir, s)
              for s in checkpointing.latest_steps(args.workdir, args.last_checkpoints)]
-  return segmentation_eval.evaluate([run, *others], split, examples, tta,
-                                    eval_dir(args.workdir, split))
+  outdir = eval_dir(args.workdir, split, run.step, tta=args.tta, ensemble=members,
+                    last_checkpoints=args.last_checkpoints)
+  return segmentation_eval.evaluate([run, *others], split, examples, tta, outdir), outdir
 
 
-def evaluate(args) -> dict:
+def evaluate(args) -> tuple[dict, str]:
+  """(the evaluation's results, the folder they were written to) for the parsed flags."""
   if args.last_checkpoints < 0:
     raise ConfigError(f'--last_checkpoints={args.last_checkpoints}: give the number of latest '
                       'checkpoints to average, 1 or more (0: none)')
@@ -127,10 +151,11 @@ def evaluate(args) -> dict:
                          'e.g. --dataset=mnist_writers --groups=writer_population'))
   probs = predict.probabilities(run, images)
   options = {}
-  calibration_split = args.calibration_split
   d = run.config.data
-  if calibration_split is None and ('val' in d.eval_splits or d.get('validation_holdout', 0)):
-    calibration_split = 'val'
+  default_calibration = ('val' if 'val' in d.eval_splits or d.get('validation_holdout', 0)
+                         else '')
+  calibration_split = (default_calibration if args.calibration_split is None
+                       else args.calibration_split)
   if calibration_split:
     if calibration_split == args.split:
       raise ConfigError('--calibration_split must differ from --split: a temperature fitted on '
@@ -148,10 +173,15 @@ def evaluate(args) -> dict:
   if args.groups:
     feature = extra[args.groups]
     options.update(groups=_group_names(run, args, feature), group_name=args.groups)
-  outdir = eval_dir(args.workdir, f'{args.dataset + "_" if args.dataset else ""}{args.split}')
+  outdir = eval_dir(args.workdir, f'{args.dataset + "_" if args.dataset else ""}{args.split}',
+                    run.step, tta=args.tta, ensemble=members,
+                    last_checkpoints=args.last_checkpoints,
+                    calibration_split=('' if calibration_split == default_calibration
+                                       else calibration_split or 'none'),
+                    groups=args.groups)
   return suite.evaluate_predictions(outdir, probs, labels, names, images, workdir=args.workdir,
                                     split=(f'{args.dataset}:' if args.dataset else '') + args.split,
-                                    step=run.step, **options)
+                                    step=run.step, **options), outdir
 
 
 def _group_names(run, args, feature):
@@ -179,7 +209,7 @@ def main(argv=None) -> int:
   parser.add_argument('--groups', default='', help='a dataset feature to audit by')
   args = parser.parse_args(argv)
   try:
-    result = evaluate(args)
+    result, outdir = evaluate(args)
   except ConvLabError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
@@ -191,9 +221,8 @@ def main(argv=None) -> int:
         print(f'{result["split"]} {what}: pixel accuracy {r["pixel_accuracy"]:.4f}, mean IoU '
               f'{r["mean_iou"]:.4f}' + (f', adapted Rand error {r["adapted_rand_error"]:.3f}'
                                        if 'adapted_rand_error' in r else ''))
-    print(f'written to {eval_dir(args.workdir, result["split"])}')
+    print(f'written to {outdir}')
     return 0
-  outdir = os.path.join(args.workdir, 'eval')
   print(f'{result["split"]}: accuracy {model["accuracy"]:.4f}, macro F1 {model["macro"]["f1"]:.4f}, '
         f'macro AUC {model["auc_roc"]["macro"]:.5f}, ECE {model["ece"]:.4f}; written to {outdir}')
   return 0

@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -138,7 +139,8 @@ def tiny_runs(mnist_data_dir, tmp_path_factory):
   from experiments import classification
   root = tmp_path_factory.mktemp('eval_runs')
   runs = {}
-  for name, overrides in (('a', {}), ('five', {'data.classes': (0, 1, 2, 3, 4)})):
+  for name, overrides in (('a', {'train.final_report': True}),
+                          ('five', {'data.classes': (0, 1, 2, 3, 4)})):
     config = small_mnist(mnist_data_dir, **{'train.num_steps': 20, 'data.validation_holdout': 500,
                                             'train.final_report': False, **overrides})
     classification.run(config, str(root / name))
@@ -171,13 +173,23 @@ def run_evaluate(*args):
                         text=True, timeout=600)
 
 
+def _files(folder) -> dict:
+  return {os.path.relpath(os.path.join(root, f), folder): open(os.path.join(root, f), 'rb').read()
+          for root, _, files in os.walk(folder) for f in files}
+
+
 @pytest.mark.real_data
-def test_the_command_writes_everything_and_never_touches_checkpoints(tiny_runs):
+def test_the_command_writes_everything_and_never_touches_checkpoints_or_the_report(tiny_runs):
   before = _checkpoint_digest(tiny_runs['a'])
+  eval_root = os.path.join(tiny_runs['a'], 'eval')
+  final_report = _files(eval_root)  # the training run's own report, in eval/<split>/
+  assert sorted(os.listdir(eval_root)) == ['test'] and 'test/report.md' in final_report
   result = run_evaluate(f'--workdir={tiny_runs["a"]}', '--split=test[:500]', '--tta=flip_lr',
                         '--last_checkpoints=2')
   assert result.returncode == 0, result.stderr[-2000:]
-  outdir = os.path.join(tiny_runs['a'], 'eval', 'test__500_')  # the split, folder-safe
+  # the split folder-safe, the step and each option in the name
+  outdir = os.path.join(eval_root, 'test__500_@20+tta-flip_lr+last2')
+  assert f'written to {outdir}' in result.stdout
   for name in ('metrics.json', 'report.md', 'confusion_matrix.png', 'roc.png', 'reliability.png',
                'confidently_wrong.png'):
     assert os.path.getsize(os.path.join(outdir, name)) > 100, name
@@ -186,6 +198,13 @@ def test_the_command_writes_everything_and_never_touches_checkpoints(tiny_runs):
   assert {'model', 'temperature_scaled', 'tta', 'ensemble'} <= set(saved)
   assert len(saved['ensemble_members']) == 2
   assert _checkpoint_digest(tiny_runs['a']) == before
+  # the same split, step and calibration as the final report: still a folder of its own
+  result = run_evaluate(f'--workdir={tiny_runs["a"]}', '--split=test', '--step=20')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert sorted(os.listdir(eval_root)) == ['test', 'test@20', 'test__500_@20+tta-flip_lr+last2']
+  assert {k: v for k, v in _files(eval_root).items() if k.startswith('test/')} == final_report
+  assert (json.load(open(os.path.join(eval_root, 'test@20', 'metrics.json')))['model']['accuracy']
+          == json.load(open(os.path.join(eval_root, 'test', 'metrics.json')))['model']['accuracy'])
 
 
 @pytest.mark.real_data
@@ -211,6 +230,25 @@ def test_bad_requests_are_one_line_errors(tiny_runs, args, message, capsys, monk
   assert len(errors) == 1 and message in errors[0]
   if any(a.startswith('--ensemble') for a in args):
     assert not inferences  # ensemble members are opened and checked before any inference
+
+
+def test_each_evaluation_has_a_folder_of_its_own(tmp_path):
+  from experiments.evaluate import eval_dir
+  run, a, b = (str(tmp_path / n) for n in ('run', 'a', 'b'))
+  for d in (run, a, b):
+    os.makedirs(d)
+  name = lambda *args, **kw: os.path.relpath(eval_dir(run, *args, **kw), os.path.join(run, 'eval'))
+  assert name('test', 7) == 'test@7'
+  assert name('test[:500]', 7, tta='flip_lr,crops') == 'test__500_@7+tta-flip_lr-crops'
+  assert name('val', 7, calibration_split='test[5000:]', groups='writer_population') == (
+      'val@7+calibration-test_5000__+groups-writer_population')
+  pair = name('val', 7, ensemble=[a, b])
+  assert re.fullmatch(r'val@7\+ensemble2-[0-9a-f]{6}', pair), pair
+  # the same members, in another order, spelled otherwise or with the run itself: one folder
+  assert name('val', 7, ensemble=[b + '/', run, os.path.join(a, '..', 'a')]) == pair
+  assert name('val', 7, ensemble=[a]) != name('val', 7, ensemble=[b]) != pair
+  assert name('val', 7, ensemble=[run]) == 'val@7'
+  assert name('val', 7, last_checkpoints=3) == 'val@7+last3'
 
 
 def test_a_workdir_without_a_checkpoint_is_one_line(tmp_path, capsys):

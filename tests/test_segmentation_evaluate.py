@@ -57,8 +57,15 @@ def _pixel_accuracy(config, probabilities) -> float:
   return float(np.mean(probabilities.argmax(-1) == truth))
 
 
-def _metrics(workdir: str, split: str = 'val') -> dict:
-  return json.load(open(os.path.join(workdir, 'eval', split, 'metrics.json')))
+def _metrics(workdir: str, folder: str) -> dict:
+  return json.load(open(os.path.join(workdir, 'eval', folder, 'metrics.json')))
+
+
+def _written_to(capsys) -> str:
+  """The folder, under <workdir>/eval/, that the command said it wrote."""
+  line = capsys.readouterr().out.strip().splitlines()[-1]
+  assert line.startswith('written to '), line
+  return os.path.basename(line[len('written to '):])
 
 
 @pytest.mark.slow  # ~40 s: a 4-step run, then whole-image inference on 5 slices, 5 times
@@ -67,18 +74,19 @@ def test_a_run_its_checkpoints_and_another_run_as_an_ensemble(tiny_run, tmp_path
   workdir, config, summary = tiny_run
   # the run alone: exactly what its final report said (same checkpoint, same inference)
   assert evaluate.main(['--workdir', workdir]) == 0
-  alone = _metrics(workdir)
+  assert 'pixel accuracy' in capsys.readouterr().out
+  alone = _metrics(workdir, 'val@4')
   assert alone['split'] == 'val' and alone['examples'] == 5
   for key in ('pixel_accuracy', 'dice_membrane', 'mean_iou', 'adapted_rand_error', 'vi'):
     assert alone['model'][key] == pytest.approx(summary[f'report/val/{key}'], abs=1e-6), key
     assert alone['baseline'][key] == pytest.approx(summary[f'baseline/val/{key}'], abs=1e-6)
-  assert 'ensemble' not in alone and 'pixel accuracy' in capsys.readouterr().out
+  assert 'ensemble' not in alone
 
   # its last 2 checkpoints: the argmax of the mean of probabilities computed here
   expected = _pixel_accuracy(config, (_probabilities(config, workdir, 2) +
                                       _probabilities(config, workdir, 4)) / 2)
   assert evaluate.main(['--workdir', workdir, '--last_checkpoints=2']) == 0
-  by_checkpoints = _metrics(workdir)
+  by_checkpoints = _metrics(workdir, 'val@4+last2')
   assert sorted(by_checkpoints['members']) == [f'{workdir}@2', f'{workdir}@4']
   assert by_checkpoints['ensemble']['pixel_accuracy'] == pytest.approx(expected, abs=2e-5)
   members = [m['pixel_accuracy'] for m in by_checkpoints['members'].values()]
@@ -88,28 +96,36 @@ def test_a_run_its_checkpoints_and_another_run_as_an_ensemble(tiny_run, tmp_path
   other = str(tmp_path / 'other')
   shutil.copytree(workdir, other)
   shutil.rmtree(os.path.join(other, 'checkpoints', '4'))
+  capsys.readouterr()
   assert evaluate.main(['--workdir', workdir, f'--ensemble={other}']) == 0
-  by_runs = _metrics(workdir)
+  pair = _written_to(capsys)
+  assert pair.startswith('val@4+ensemble1-'), pair
+  by_runs = _metrics(workdir, pair)
   assert sorted(by_runs['members']) == sorted([f'{workdir}@4', f'{other}@2'])
   assert by_runs['ensemble'] == by_checkpoints['ensemble']
   assert by_runs['inference'] == {f'{workdir}@4': 'whole images', f'{other}@2': 'whole images'}
   # a member named twice, or the run itself, counts once
   assert evaluate.main(['--workdir', workdir, f'--ensemble={other},{other}/,{workdir}']) == 0
-  assert _metrics(workdir)['ensemble'] == by_checkpoints['ensemble']
+  assert _written_to(capsys) == pair
+  assert _metrics(workdir, pair)['ensemble'] == by_checkpoints['ensemble']
   assert evaluate.main(['--workdir', workdir, '--tta=flip_lr']) == 0
-  assert _metrics(workdir)['inference'] == {
+  assert _metrics(workdir, 'val@4+tta-flip_lr')['inference'] == {
       f'{workdir}@4': 'whole images, 2-fold test-time augmentation (flip_lr)'}
   capsys.readouterr()
   # what cannot be evaluated: one error line, the evaluation written before kept
-  before = open(os.path.join(workdir, 'eval', 'val', 'metrics.json')).read()
+  # each evaluation kept in its own folder, none replaced by another
+  folders = ['val@4', 'val@4+last2', pair, 'val@4+tta-flip_lr']
+  assert sorted(os.listdir(os.path.join(workdir, 'eval'))) == sorted(folders)
+  assert _metrics(workdir, 'val@4') == alone
+  before = {f: open(os.path.join(workdir, 'eval', f, 'metrics.json')).read() for f in folders}
   for flags, message in ((['--split=test'], "split 'test' holds 30 unlabelled examples"),
                          (['--step=7'], 'no checkpoint step 7'),
                          (['--ensemble=no/such/run'], "--ensemble: 'no/such/run' is no workdir"),
                          (['--last_checkpoints=-1'], '--last_checkpoints=-1: give the number')):
     assert evaluate.main(['--workdir', workdir, *flags]) == 1, flags
     _one_error_line(capsys, message)
-  assert open(os.path.join(workdir, 'eval', 'val', 'metrics.json')).read() == before
-  assert sorted(os.listdir(os.path.join(workdir, 'eval'))) == ['val']
+  assert before == {f: open(os.path.join(workdir, 'eval', f, 'metrics.json')).read()
+                    for f in folders}
 
 
 def _one_error_line(capsys, message: str) -> None:
