@@ -8,7 +8,6 @@
 `evaluate_predictions` takes probabilities already computed (the training runs call it for
 their final report); experiments/evaluate.py computes them from workdirs.
 """
-import json
 import math
 import os
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from research.evaluation import calibration, plots
 from research.evaluation import metrics as metrics_lib
+from research.training import checkpointing
 
 
 def _fmt(value, digits=4):
@@ -106,8 +106,7 @@ def evaluate_predictions(outdir: str, probs: np.ndarray, labels: np.ndarray, nam
   if groups is not None:
     result['groups'] = group_name
     result['audit'] = audit_lib.audit(labels, probs.argmax(axis=1), groups, len(names))
-  with open(os.path.join(outdir, 'metrics.json'), 'w') as f:
-    json.dump(result, f, indent=2)
+  checkpointing.write_json_atomically(os.path.join(outdir, 'metrics.json'), result)
   with open(os.path.join(outdir, 'report.md'), 'w') as f:
     f.write(markdown(result, names))
   plots.confusion_matrices(result['model']['confusion_matrix'], names,
