@@ -260,3 +260,38 @@ def test_only_abandoned_read_reports_are_dropped(monkeypatch):
   assert [f'{type(e).__name__}: {e}' for e in seen] == [
       'RuntimeError: Event loop is running', 'ValueError: Event loop is closed']
   assert sys.unraisablehook.drops_abandoned_reads
+
+
+@pytest.mark.real_data
+def test_a_signal_during_the_final_report_stops_at_once_and_the_rerun_reports(
+    mnist_data_dir, tmp_path, monkeypatch):
+  import signal
+  import time
+  from research.errors import Preempted
+  from research.evaluation import suite
+  config = small_mnist(mnist_data_dir, **{'train.num_steps': 20, 'train.final_report': True})
+  reference = classification.run(config, str(tmp_path / 'reference'))
+  workdir = str(tmp_path / 'run')
+  report = suite.evaluate_predictions
+
+  def signalled(*args, **kwargs):  # SIGTERM arrives while the report is being written
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # interrupted by the handler's exception; a failure if it is not
+    return report(*args, **kwargs)
+
+  monkeypatch.setattr(suite, 'evaluate_predictions', signalled)
+  handler = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(Preempted, match='SIGTERM during the final report; the final checkpoint is '
+                                      'saved, so the rerun writes the report'):
+    classification.run(config, workdir)
+  assert signal.getsignal(signal.SIGTERM) == handler  # the handlers are restored
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))
+  assert checkpointing.latest_steps(workdir, 1) == [20]
+  monkeypatch.setattr(suite, 'evaluate_predictions', report)
+  summary = classification.run(config, workdir)  # resumes at the final step: only the report
+  # the same summary as the uninterrupted run, training means included (from metrics.jsonl)
+  differ = {'wall_time_s'}
+  assert {k: v for k, v in summary.items() if k not in differ} == {
+      k: v for k, v in reference.items() if k not in differ}
+  assert 'train/loss' in summary and os.path.isfile(os.path.join(workdir, 'eval', 'test',
+                                                                 'report.md'))

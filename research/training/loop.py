@@ -258,18 +258,25 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
     writer.close()
 
   # ------------------------------------------------------------------ Report
-  try:
-    if last_eval.get('step') != step:  # e.g. resumed at the final step
-      last_eval = {'step': step, **evaluate_now(state)}
-    reported, which, reported_state = last_eval, 'last', state
-    best_step = best.state['step'] if best else None
-    if best_step is not None and best_step != step:
-      reported_state, _ = checkpointer.restore(best_step, abstract)
-      reported, which = {'step': best_step, **evaluate_now(reported_state)}, 'best'
-    if task.final_report is not None:
-      reported = {**reported, **task.final_report(for_inference(reported_state), workdir)}
-  finally:
-    checkpointer.close()
+  # Every checkpoint is saved: a signal from here on stops at once, and the rerun reports.
+  with stopping.StopAtOnce('during the final report; the final checkpoint is saved, so the '
+                           'rerun writes the report'):
+    try:
+      if last_eval.get('step') != step:  # e.g. resumed at the final step
+        last_eval = {'step': step, **evaluate_now(state)}
+      reported, which, reported_state = last_eval, 'last', state
+      best_step = best.state['step'] if best else None
+      if best_step is not None and best_step != step:
+        reported_state, _ = checkpointer.restore(best_step, abstract)
+        reported, which = {'step': best_step, **evaluate_now(reported_state)}, 'best'
+      if task.final_report is not None:
+        reported = {**reported, **task.final_report(for_inference(reported_state), workdir)}
+    finally:
+      checkpointer.close()
+  if not last_train:  # resumed at the final step: its training means as metrics.jsonl has them
+    last_train = next(({k: v for k, v in r.items() if k.startswith('train/')}
+                       for r in reversed(read_metrics(workdir))
+                       if r.get('step') == step and 'train/loss' in r), {})
   summary = {**reported, 'checkpoint': which, 'last_step': step,
              **{f'last/{k}': v for k, v in last_eval.items() if which == 'best' and k != 'step'},
              **{k: v for k, v in last_train.items() if k != 'train/steps_per_s'},

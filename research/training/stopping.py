@@ -3,7 +3,9 @@
 SIGTERM is what a TPU VM maintenance event, a spot/preemptible VM or a SLURM time limit sends;
 SIGINT is Ctrl-C. On either, the loop finishes the step it is in, saves a checkpoint there
 and raises `Preempted` (the command line exits with code 75: rerun to resume). A second
-SIGINT stops at once (KeyboardInterrupt), saving nothing more.
+SIGINT stops at once (KeyboardInterrupt), saving nothing more. Once the last checkpoint is
+saved, during the final report, a signal stops at once (`StopAtOnce`, also exit code 75): the
+rerun finds the final checkpoint and writes the report.
 
 In a multi-process run every process must save at the same step, and a signal may reach only
 some of them. After each step the processes combine their flags with one tiny all-reduce (a
@@ -17,6 +19,8 @@ import threading
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from research.errors import Preempted
 
 
 class StopSignals:
@@ -63,6 +67,33 @@ class StopSignals:
     local = np.full((jax.local_device_count(),), int(self.received is not None), np.int32)
     flags = jax.make_array_from_process_local_data(self._sharding, local)
     return bool(self._any(flags))
+
+
+class StopAtOnce:
+  """For a `with` block after the last checkpoint is saved (the final report): SIGTERM/SIGINT
+  raise `Preempted` at once, naming the signal and `what` (main thread only; elsewhere the
+  handlers are left as they are). In a multi-process run each process stops on its own
+  signal (a scheduler signals them all)."""
+
+  def __init__(self, what: str):
+    self.what, self._previous = what, {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
+
+  def _handle(self, signum, frame):
+    for sig, handler in self._previous.items():  # a second signal while stopping: as before
+      signal.signal(sig, handler)
+    raise Preempted(f'{signal.Signals(signum).name} {self.what}')
 
 
 class Tracker:
