@@ -4,6 +4,7 @@ segmentation run.
     python -m experiments.evaluate --workdir=runs/x [--split=test] [--step=latest|best|N]
         [--tta=flip_lr,crops] [--ensemble=runs/a,runs/b] [--last_checkpoints=3]
         [--calibration_split=val] [--groups=writer_population --dataset=mnist_writers]
+        [--weights=average|trained]
 
 Reads the run's config.json and checkpoint, evaluates, and writes into
 `<workdir>/eval/<split>@<step>[+options]/` (`eval_dir`; never into the run's checkpoints, nor
@@ -14,7 +15,8 @@ another dataset with the same images (e.g. `mnist_writers`, MNIST with writer gr
 `--calibration_split` fits the temperature for temperature scaling (default: the run's `val`
 split when it has one). `--ensemble` averages the probabilities of the listed runs with this
 one; `--last_checkpoints=N` averages this run's last N checkpoints. `--groups` names a
-feature of the dataset to audit by.
+feature of the dataset to audit by. `--weights=trained` evaluates a weight-averaging run
+(train.ema_decay) with its optimizer's own weights instead of their average (for every member).
 
 A segmentation run (research/evaluation/segmentation.py) is scored on a labelled split (default:
 its report split, e.g. `val`) as its final report scores it, alone and with `--ensemble` /
@@ -76,16 +78,18 @@ def split_workdirs(spec: str) -> list[str]:
   return found
 
 
-def eval_dir(workdir: str, split: str, step: int, *, tta: str = '', ensemble=(),
-             last_checkpoints: int = 0, calibration_split: str = '', groups: str = '') -> str:
+def eval_dir(workdir: str, split: str, step: int, *, weights: str = '', tta: str = '',
+             ensemble=(), last_checkpoints: int = 0, calibration_split: str = '',
+             groups: str = '') -> str:
   """Where an evaluation is written: `<workdir>/eval/<split>@<step>` plus one suffix per option
-  that changes what is evaluated (`+tta-flip_lr`, `+last3`, `+ensemble2-<6 hex digits of the
-  members' paths>`, `+calibration-<split>`, `+groups-<feature>`), the split made safe as a
+  that changes what is evaluated (`+trained` for a weight-averaging run's own weights,
+  `+tta-flip_lr`, `+last3`, `+ensemble2-<6 hex digits of the members' paths>`,
+  `+calibration-<split>`, `+groups-<feature>`), the split made safe as a
   folder name ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself holds the training
   run's final report, which no evaluation replaces; rerunning one evaluation rewrites its own
   folder only."""
   safe = lambda text: re.sub(r'[^A-Za-z0-9_.=-]', '_', text)
-  name = safe(split) + f'@{step}'
+  name = safe(split) + f'@{step}' + ('+trained' if weights == 'trained' else '')
   if tta:
     name += '+tta-' + safe(tta.replace(',', '-'))
   if last_checkpoints:
@@ -109,15 +113,15 @@ def evaluate_segmentation(args) -> tuple[dict, str]:
   if tta is not None and tta not in TTA_VIEWS:
     raise ConfigError(f"--tta={args.tta} for a segmentation run; known: none, "
                       f"{', '.join(v for v in TTA_VIEWS if v)}")
-  run = segmentation_eval.open_run(args.workdir, args.step)
+  run = segmentation_eval.open_run(args.workdir, args.step, args.weights)
   split = args.split or run.config.segmentation.report_split or 'val'
   examples = segmentation_eval.labelled_split(run.config, split)  # before opening the others
   members = split_workdirs(args.ensemble) if args.ensemble else []
-  others = [segmentation_eval.open_run(m, None) for m in members]
-  others += [segmentation_eval.open_run(args.workdir, s)
+  others = [segmentation_eval.open_run(m, None, args.weights) for m in members]
+  others += [segmentation_eval.open_run(args.workdir, s, args.weights)
              for s in checkpointing.latest_steps(args.workdir, args.last_checkpoints)]
-  outdir = eval_dir(args.workdir, split, run.step, tta=args.tta, ensemble=members,
-                    last_checkpoints=args.last_checkpoints)
+  outdir = eval_dir(args.workdir, split, run.step, weights=args.weights, tta=args.tta,
+                    ensemble=members, last_checkpoints=args.last_checkpoints)
   return segmentation_eval.evaluate([run, *others], split, examples, tta, outdir), outdir
 
 
@@ -129,13 +133,13 @@ def evaluate(args) -> tuple[dict, str]:
   if segmentation_eval.is_segmentation_run(args.workdir):
     return evaluate_segmentation(args)
   args.split = args.split or 'test'
-  run = predict.open_run(args.workdir, args.step)
+  run = predict.open_run(args.workdir, args.step, args.weights)
   views = predict.parse_views(args.tta)
   # Ensemble members are opened and checked before any inference.
   members = split_workdirs(args.ensemble) if args.ensemble else []
-  runs = [predict.open_run(m.strip(), None) for m in members
+  runs = [predict.open_run(m.strip(), None, args.weights) for m in members
           if os.path.abspath(m.strip()) != os.path.abspath(args.workdir)]
-  runs += [predict.open_run(args.workdir, s)
+  runs += [predict.open_run(args.workdir, s, args.weights)
            for s in checkpointing.latest_steps(args.workdir, args.last_checkpoints)
            if s != run.step]
   if runs:
@@ -174,7 +178,7 @@ def evaluate(args) -> tuple[dict, str]:
     feature = extra[args.groups]
     options.update(groups=_group_names(run, args, feature), group_name=args.groups)
   outdir = eval_dir(args.workdir, f'{args.dataset + "_" if args.dataset else ""}{args.split}',
-                    run.step, tta=args.tta, ensemble=members,
+                    run.step, weights=args.weights, tta=args.tta, ensemble=members,
                     last_checkpoints=args.last_checkpoints,
                     calibration_split=('' if calibration_split == default_calibration
                                        else calibration_split or 'none'),
@@ -201,6 +205,9 @@ def main(argv=None) -> int:
                       help='default: test (classification), the report split (segmentation)')
   parser.add_argument('--dataset', default='', help='read --split from this tfds dataset')
   parser.add_argument('--step', default=None, help="'latest' (default), 'best' or a number")
+  parser.add_argument('--weights', default=None, choices=checkpointing.WEIGHTS,
+                      help="a run that averaged its weights (train.ema_decay): 'average' "
+                           "(default, what it evaluated) or 'trained' (the optimizer's own)")
   parser.add_argument('--tta', default='', help=f'comma-separated views: {", ".join(predict.VIEWS)}'
                       "; for a segmentation run one of none, flip_lr, dihedral")
   parser.add_argument('--ensemble', default='', help='comma-separated workdirs to average with')

@@ -1,7 +1,7 @@
 """Export a trained classifier to ONNX or TFLite, and check the file in its runtime.
 
     python -m experiments.export --workdir=runs/mnist_lenet5 --format=onnx|tflite|tflite_int8 \
-        [--step=latest|best|<n>] [--batch_sizes=1,128] [--batch_size=0]
+        [--step=latest|best|<n>] [--batch_sizes=1,128] [--batch_size=0] [--weights=trained]
 
 Writes `<workdir>/export/<format>/`: the file (model.onnx, model.tflite or model_int8.tflite;
 it takes uint8 pixels (N, H, W, C) in [0, 255] and applies the run's eval preprocessing
@@ -14,6 +14,8 @@ chunks for larger batches): measured on simple_cnn, LiteRT ran a dynamic-batch g
 slower at batch 1 (1.6 vs 0.13 ms) and ~15x at batch 128 (497 vs 34 ms as 128 calls).
 `--batch_size=0` asks for a dynamic TFLite batch (falling back to 1, said in the report, where
 the converter cannot: strided slices of option-A ResNets, int8 average pooling).
+A run that averaged its weights (train.ema_decay) exports the average it evaluated;
+`--weights=trained` exports the optimizer's own weights (report.json's `weights` says which).
 """
 import json
 import os
@@ -27,6 +29,7 @@ from research.cli import WORKDIR, fail  # --workdir: the trained run
 from research.compression import export, trained
 from research.errors import ConfigError, ConvLabError
 from research.models import conv
+from research.training import checkpointing
 
 FORMAT = flags.DEFINE_enum('format', 'onnx', export.FORMATS, 'what to export')
 STEP = flags.DEFINE_string('step', 'latest', "checkpoint: 'latest', 'best' or a step number")
@@ -34,11 +37,16 @@ BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '128'], 'batch sizes to tim
 BATCH_SIZE = flags.DEFINE_integer('batch_size', -1, "the file's batch size; 0 = dynamic; -1 = "
                                   'the format\'s default: dynamic for ONNX, 1 for TFLite')
 REPEATS = flags.DEFINE_integer('repeats', 20, 'timed calls per batch size')
+WEIGHTS = flags.DEFINE_enum('weights', None, checkpointing.WEIGHTS,
+                            "a run that averaged its weights (train.ema_decay): 'average' "
+                            "(default, what it evaluated) or 'trained' (the optimizer's own)")
 
 
-def run(workdir: str, fmt: str, step: str, batch_sizes, batch_size: int, repeats: int) -> dict:
-  trained_run = trained.load(workdir, step)
+def run(workdir: str, fmt: str, step: str, batch_sizes, batch_size: int, repeats: int,
+        weights: str | None = None) -> dict:
+  trained_run = trained.load(workdir, step, weights=weights)
   config, model, variables = trained_run.config, trained_run.model, trained_run.variables
+  weights = weights or ('average' if config.train.get('ema_decay', 0) else 'trained')
   preprocess, dataset = trained_run.preprocess, trained_run.dataset
   name, split = next(iter(dataset.eval_sets.items()))
   images, labels = split.split.images, split.split.labels
@@ -87,6 +95,7 @@ def run(workdir: str, fmt: str, step: str, batch_sizes, batch_size: int, repeats
       **comparison,
       'latency': {str(b): t for b, t in timings.items()},
       'model': config.model.name, 'workdir': os.path.abspath(workdir), 'step': step,
+      'weights': weights,
       'float32_param_bytes': 4 * sum(x.size for x in jax.tree.leaves(variables['params'])),
   }
   with open(os.path.join(out, 'report.json'), 'w') as f:
@@ -125,7 +134,8 @@ def main(argv):
     fail(f'--batch_sizes={",".join(BATCH_SIZES.value)}: give integers, e.g. 1,128')
   start = time.time()
   try:
-    report = run(WORKDIR.value, FORMAT.value, STEP.value, sizes, BATCH_SIZE.value, REPEATS.value)
+    report = run(WORKDIR.value, FORMAT.value, STEP.value, sizes, BATCH_SIZE.value, REPEATS.value,
+                 WEIGHTS.value)
   except ConvLabError as e:
     fail(str(e).strip().splitlines()[0])
   print(markdown(report))

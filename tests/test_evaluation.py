@@ -216,6 +216,7 @@ def test_the_command_writes_everything_and_never_touches_checkpoints_or_the_repo
                                      'that has it, e.g. --dataset=mnist_writers'),
     (['--split=tset'], "dataset 'mnist': "),
     (['--tta=rotate'], "unknown test-time view 'rotate'"),
+    (['--weights=average'], 'did not average its weights (train.ema_decay=0)'),
     (['--calibration_split=test[:500]', '--split=test[:500]'], 'must differ from --split'),
 ])
 def test_bad_requests_are_one_line_errors(tiny_runs, args, message, capsys, monkeypatch):

@@ -1,5 +1,8 @@
 """Exponential moving average of the weights (train.ema_decay): its arithmetic, and a run that
 evaluates, checkpoints, resumes and exports the averaged weights."""
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,7 +117,22 @@ def test_a_run_reports_and_exports_its_averaged_weights_and_resumes_exactly(
   trained = run.__class__(**{**run.__dict__, 'variables': {
       'params': straight['trained']['params'],
       'batch_stats': straight['trained']['batch_stats']}})
-  assert abs(_nll(predict.probabilities(trained, images), labels) - averaged) > 1e-3
+  trained_nll = _nll(predict.probabilities(trained, images), labels)
+  assert abs(trained_nll - averaged) > 1e-3
+  # The trained weights on request: for evaluation (a folder of their own) and export.
+  workdir = str(tmp_path / 'straight')
+  as_trained = predict.open_run(workdir, weights='trained')
+  assert_trees_identical(as_trained.variables, trained.variables)
+  from experiments import evaluate
+  from research.compression import trained as trained_runs
+  assert_trees_identical(trained_runs.load(workdir, weights='trained').variables['params'],
+                         straight['trained']['params'])
+  assert evaluate.main([f'--workdir={workdir}', '--split=test', '--weights=trained']) == 0
+  saved = json.load(open(os.path.join(workdir, 'eval', 'test@30+trained', 'metrics.json')))
+  assert saved['model']['nll'] == pytest.approx(trained_nll, rel=1e-4)
+  assert evaluate.main([f'--workdir={workdir}', '--split=test', '--weights=average']) == 0
+  saved = json.load(open(os.path.join(workdir, 'eval', 'test@30', 'metrics.json')))
+  assert saved['model']['nll'] == pytest.approx(averaged, rel=1e-4)
 
 
 def test_checkpoints_written_before_the_average_existed_still_restore(tmp_path):

@@ -20,10 +20,12 @@ class TrainedRun:
   dataset: labelled_images.LabelledImages  # its data (training stream, eval splits, stats)
 
 
-def load(workdir: str, step='latest', seed: int | None = None) -> TrainedRun:
+def load(workdir: str, step='latest', seed: int | None = None,
+         weights: str | None = None) -> TrainedRun:
   """The run in `workdir` at checkpoint `step` ('latest', 'best' or a number), its model and
   data as config.json says (the eval preprocessing uses the training images' statistics,
-  as the run did); `seed`, if given, replaces the run's seed for the training data's order.
+  as the run did); `seed`, if given, replaces the run's seed for the training data's order;
+  `weights` 'trained' takes a weight-averaging run's own weights, not its average.
   Raises ConfigError without a readable config.json, CheckpointError without the step."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.isdir(workdir):
@@ -33,7 +35,7 @@ def load(workdir: str, step='latest', seed: int | None = None) -> TrainedRun:
   if not os.path.isfile(path):
     raise ConfigError(f'{workdir} holds no config.json: give the workdir of a trained run')
   config = ml_collections.ConfigDict(read_json_object(path, ConfigError))
-  state = load_state(workdir, step)
+  state = load_state(workdir, step, weights)
   dataset = labelled_images.load(config.data, config.train.batch_size,
                                  config.seed if seed is None else seed)
   model = models.build_model(config.model, dataset.num_classes)

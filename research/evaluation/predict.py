@@ -55,10 +55,11 @@ def read_config(workdir: str) -> dict:
   return checkpointing.read_json_object(path, CheckpointError)
 
 
-def open_run(workdir: str, step=None) -> Run:
-  """The run in `workdir` at `step` (None: the latest; 'best'; a number)."""
+def open_run(workdir: str, step=None, weights: str | None = None) -> Run:
+  """The run in `workdir` at `step` (None: the latest; 'best'; a number), with the weights it
+  evaluated or `weights` ('trained': a weight-averaging run's own; checkpointing.restore_step)."""
   config = ml_collections.ConfigDict(read_config(workdir))
-  resolved, state = checkpointing.restore_step(workdir, step)
+  resolved, state = checkpointing.restore_step(workdir, step, weights)
   from research.data import labelled_images
   dataset = labelled_images.load(config.data, config.train.batch_size, config.seed)
   preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)

@@ -59,10 +59,12 @@ def is_segmentation_run(workdir: str) -> bool:
           and 'segmentation' in predict.read_config(workdir))
 
 
-def open_run(workdir: str, step=None) -> SegmentationRun:
-  """The run in `workdir` at `step` (None: the latest; 'best'; a number). Raises
-  CheckpointError when the workdir holds no run or no such checkpoint, ConfigError when the run
-  is not a segmentation run or its config lacks a key this version needs."""
+def open_run(workdir: str, step=None, weights: str | None = None) -> SegmentationRun:
+  """The run in `workdir` at `step` (None: the latest; 'best'; a number), with the weights it
+  evaluated or `weights` ('trained': a weight-averaging run's own; checkpointing.restore_step).
+  Raises CheckpointError when the workdir holds no run or no such checkpoint, ConfigError when
+  the run is not a segmentation run, its config lacks a key this version needs, or `weights`
+  does not apply."""
   config = ml_collections.ConfigDict(predict.read_config(workdir))
   if 'segmentation' not in config:
     raise ConfigError(f'{workdir} is not a segmentation run (its config has no segmentation '
@@ -80,7 +82,7 @@ def open_run(workdir: str, step=None) -> SegmentationRun:
   model = models.build_model(config.model, config.segmentation.num_classes)
   d, s = config.data, config.segmentation
   read = segmentation_config.split_reader(config)
-  resolved, state = checkpointing.restore_step(workdir, step)
+  resolved, state = checkpointing.restore_step(workdir, step, weights)
   train = read(d.train_split)
   preprocess = jax.jit(make_image_preprocess(d.eval_ops, augment.channel_stats(train.images),
                                              s.ignore_label))

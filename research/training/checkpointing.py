@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from research.errors import CheckpointError
+from research.errors import CheckpointError, ConfigError
 from research.training.state import inference_weights
 
 
@@ -171,11 +171,18 @@ def resolve_step(checkpointer: Checkpointer, step) -> int:
   return step
 
 
-def restore_step(workdir: str, step=None) -> tuple[int, dict]:
+WEIGHTS = ('average', 'trained')  # which weights of a run that averaged them to load
+
+
+def restore_step(workdir: str, step=None, weights: str | None = None) -> tuple[int, dict]:
   """(the step number, the saved train state) of a workdir at `step` (None/'latest', 'best' or
   a step number): nested dicts of arrays on this process's first device, whatever device
   layout saved them. A run that averaged its weights (train.ema_decay) gives its averaged
-  'params' and 'batch_stats', the ones it evaluated; the raw ones are under 'trained'."""
+  'params' and 'batch_stats', the ones it evaluated, unless `weights` is 'trained' (the
+  optimizer's own); the raw ones are under 'trained' either way. ConfigError for `weights`
+  'average' on a run that did not average, or a value not in WEIGHTS."""
+  if weights is not None and weights not in WEIGHTS:
+    raise ConfigError(f'weights={weights!r}; known: {", ".join(WEIGHTS)}')
   checkpointer = Checkpointer(workdir)
   try:
     resolved = resolve_step(checkpointer, step)
@@ -184,15 +191,19 @@ def restore_step(workdir: str, step=None) -> tuple[int, dict]:
     checkpointer.close()
   if state.get('ema'):
     state['trained'] = {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
-    state['params'], state['batch_stats'] = inference_weights(state)
+    if weights != 'trained':
+      state['params'], state['batch_stats'] = inference_weights(state)
+  elif weights == 'average':
+    raise ConfigError(f'{workdir} did not average its weights (train.ema_decay=0): it has only '
+                      'its trained weights; leave out the weights choice')
   state.pop('ema', None)
   return resolved, state
 
 
-def load_state(workdir: str, step=None) -> dict:
+def load_state(workdir: str, step=None, weights: str | None = None) -> dict:
   """The saved train state of a workdir, with the averaged weights as 'params' and
-  'batch_stats' if the run averaged them (see `restore_step`)."""
-  return restore_step(workdir, step)[1]
+  'batch_stats' if the run averaged them, unless `weights` is 'trained' (see `restore_step`)."""
+  return restore_step(workdir, step, weights)[1]
 
 
 def latest_steps(workdir: str, count: int) -> list[int]:
