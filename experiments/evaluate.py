@@ -24,8 +24,8 @@ its report split, e.g. `val`) as its final report scores it, alone and with `--e
 'none', 'flip_lr' or 'dihedral' (default: each member's own configured views, recorded per
 member). Written to `<workdir>/eval/<split>@<step>[+options]/metrics.json`.
 For both kinds, `--ensemble` members are taken at their latest checkpoint and
-`--last_checkpoints=N` means the run's N latest checkpoints, whatever `--step` says; for a
-segmentation run a member named twice (or the run itself at the same step) counts once.
+`--last_checkpoints=N` means the run's N latest checkpoints, whatever `--step` says; a member
+(a real path at a step) named twice, or the run itself at the same step, counts once.
 """
 import argparse
 import glob
@@ -78,31 +78,60 @@ def split_workdirs(spec: str) -> list[str]:
   return found
 
 
-def eval_dir(workdir: str, split: str, step: int, *, weights: str = '', tta: str = '',
+def eval_dir(workdir: str, split: str, step: int, *, trained: bool = False, tta=(),
              ensemble=(), last_checkpoints: int = 0, calibration_split: str = '',
              groups: str = '') -> str:
   """Where an evaluation is written: `<workdir>/eval/<split>@<step>` plus one suffix per option
-  that changes what is evaluated (`+trained` for a weight-averaging run's own weights,
-  `+tta-flip_lr`, `+last3`, `+ensemble2-<6 hex digits of the members' paths>`,
-  `+calibration-<split>`, `+groups-<feature>`), the split made safe as a
-  folder name ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself holds the training
-  run's final report, which no evaluation replaces; rerunning one evaluation rewrites its own
-  folder only."""
+  that changes what is evaluated: `+trained` (`trained`: a weight-averaging run's own weights
+  rather than their average), `+tta-<views
+  in sorted order>`, `+last<N>`, `+ensemble<k>-<6 hex digits of the k other members' real paths
+  and steps>`, `+calibration-<split>`, `+groups-<feature>`; the split made safe as a folder name
+  ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself holds the training run's final
+  report, which no evaluation replaces; rerunning one evaluation rewrites its own folder only."""
   safe = lambda text: re.sub(r'[^A-Za-z0-9_.=-]', '_', text)
-  name = safe(split) + f'@{step}' + ('+trained' if weights == 'trained' else '')
+  name = safe(split) + f'@{step}' + ('+trained' if trained else '')
   if tta:
-    name += '+tta-' + safe(tta.replace(',', '-'))
+    name += '+tta-' + safe('-'.join(sorted(tta)))
   if last_checkpoints:
     name += f'+last{last_checkpoints}'
-  members = sorted({os.path.realpath(m) for m in ensemble} - {os.path.realpath(workdir)})
-  if members:
-    digest = hashlib.sha256('\n'.join(members).encode()).hexdigest()[:6]
-    name += f'+ensemble{len(members)}-{digest}'
+  if ensemble:
+    digest = hashlib.sha256('\n'.join(sorted(ensemble)).encode()).hexdigest()[:6]
+    name += f'+ensemble{len(ensemble)}-{digest}'
   if calibration_split:
     name += '+calibration-' + safe(calibration_split)
   if groups:
     name += '+groups-' + safe(groups)
   return os.path.join(workdir, 'eval', name)
+
+
+def _key(run) -> str:
+  return f'{os.path.realpath(run.workdir)}@{run.step}'
+
+
+def members(run, args, open_run) -> tuple[list, list]:
+  """(the --ensemble runs, the --last_checkpoints runs) to average with `run`, opened with
+  `open_run(workdir, step, weights)` and checked before any inference: each (real path, step)
+  once, `run` itself not again."""
+  weights = 'trained' if args.weights == 'trained' else None  # members that did not average:
+  seen, found = {_key(run)}, ([], [])                           # their only weights
+  candidates = [(0, m) for m in (split_workdirs(args.ensemble) if args.ensemble else [])]
+  candidates += [(1, s) for s in checkpointing.latest_steps(args.workdir, args.last_checkpoints)]
+  for kind, what in candidates:
+    other = open_run(what, None, weights) if kind == 0 else open_run(args.workdir, what, weights)
+    if _key(other) not in seen:
+      seen.add(_key(other))
+      found[kind].append(other)
+  return found
+
+
+def averaged(run) -> bool:
+  """Whether `run` kept a moving average of its weights (train.ema_decay)."""
+  return run.config.train.get('ema_decay', 0) > 0
+
+
+def weights_used(run, args) -> str:
+  """'average' or 'trained': the weights `run` was opened with."""
+  return 'average' if averaged(run) and args.weights != 'trained' else 'trained'
 
 
 def evaluate_segmentation(args) -> tuple[dict, str]:
@@ -116,13 +145,13 @@ def evaluate_segmentation(args) -> tuple[dict, str]:
   run = segmentation_eval.open_run(args.workdir, args.step, args.weights)
   split = args.split or run.config.segmentation.report_split or 'val'
   examples = segmentation_eval.labelled_split(run.config, split)  # before opening the others
-  members = split_workdirs(args.ensemble) if args.ensemble else []
-  others = [segmentation_eval.open_run(m, None, args.weights) for m in members]
-  others += [segmentation_eval.open_run(args.workdir, s, args.weights)
-             for s in checkpointing.latest_steps(args.workdir, args.last_checkpoints)]
-  outdir = eval_dir(args.workdir, split, run.step, weights=args.weights, tta=args.tta,
-                    ensemble=members, last_checkpoints=args.last_checkpoints)
-  return segmentation_eval.evaluate([run, *others], split, examples, tta, outdir), outdir
+  ensemble, checkpoints = members(run, args, segmentation_eval.open_run)
+  weights = weights_used(run, args)
+  outdir = eval_dir(args.workdir, split, run.step, trained=averaged(run) and weights == 'trained',
+                    tta=[args.tta] if args.tta else [], ensemble=[_key(r) for r in ensemble],
+                    last_checkpoints=args.last_checkpoints)
+  return segmentation_eval.evaluate([run, *ensemble, *checkpoints], split, examples, tta, outdir,
+                                    weights=weights), outdir
 
 
 def evaluate(args) -> tuple[dict, str]:
@@ -135,13 +164,8 @@ def evaluate(args) -> tuple[dict, str]:
   args.split = args.split or 'test'
   run = predict.open_run(args.workdir, args.step, args.weights)
   views = predict.parse_views(args.tta)
-  # Ensemble members are opened and checked before any inference.
-  members = split_workdirs(args.ensemble) if args.ensemble else []
-  runs = [predict.open_run(m.strip(), None, args.weights) for m in members
-          if os.path.abspath(m.strip()) != os.path.abspath(args.workdir)]
-  runs += [predict.open_run(args.workdir, s, args.weights)
-           for s in checkpointing.latest_steps(args.workdir, args.last_checkpoints)
-           if s != run.step]
+  ensemble, checkpoints = members(run, args, predict.open_run)
+  runs = ensemble + checkpoints
   if runs:
     predict.check_compatible([run, *runs])
   images, labels, extra, names = split_arrays(run, args.split, args.dataset)
@@ -170,7 +194,7 @@ def evaluate(args) -> tuple[dict, str]:
                    calibration_labels=c_labels, calibration_split=calibration_split)
   if views:
     options['tta'] = (predict.probabilities(run, images, views), views)
-  if members or args.last_checkpoints:
+  if runs:
     total = probs + sum(predict.probabilities(r, images) for r in runs)
     options['ensemble'] = (total / (1 + len(runs)),
                            [f'{args.workdir}@{run.step}'] + [f'{r.workdir}@{r.step}' for r in runs])
@@ -178,14 +202,15 @@ def evaluate(args) -> tuple[dict, str]:
     feature = extra[args.groups]
     options.update(groups=_group_names(run, args, feature), group_name=args.groups)
   outdir = eval_dir(args.workdir, f'{args.dataset + "_" if args.dataset else ""}{args.split}',
-                    run.step, weights=args.weights, tta=args.tta, ensemble=members,
-                    last_checkpoints=args.last_checkpoints,
+                    run.step, trained=averaged(run) and args.weights == 'trained', tta=views,
+                    ensemble=[_key(r) for r in ensemble], last_checkpoints=args.last_checkpoints,
                     calibration_split=('' if calibration_split == default_calibration
                                        else calibration_split or 'none'),
                     groups=args.groups)
   return suite.evaluate_predictions(outdir, probs, labels, names, images, workdir=args.workdir,
                                     split=(f'{args.dataset}:' if args.dataset else '') + args.split,
-                                    step=run.step, **options), outdir
+                                    step=run.step, weights=weights_used(run, args),
+                                    **options), outdir
 
 
 def _group_names(run, args, feature):

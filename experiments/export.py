@@ -3,7 +3,8 @@
     python -m experiments.export --workdir=runs/mnist_lenet5 --format=onnx|tflite|tflite_int8 \
         [--step=latest|best|<n>] [--batch_sizes=1,128] [--batch_size=0] [--weights=trained]
 
-Writes `<workdir>/export/<format>/`: the file (model.onnx, model.tflite or model_int8.tflite;
+Writes `<workdir>/export/<format>[@<step>][+trained]/` (`@<step>` for a --step other than
+latest, `+trained` below): the file (model.onnx, model.tflite or model_int8.tflite;
 it takes uint8 pixels (N, H, W, C) in [0, 255] and applies the run's eval preprocessing
 itself), report.json and report.md: the file's size, the runtime's latency at each batch size
 beside the jitted JAX model (as ConvLab runs it in this process), the largest logit
@@ -15,7 +16,8 @@ slower at batch 1 (1.6 vs 0.13 ms) and ~15x at batch 128 (497 vs 34 ms as 128 ca
 `--batch_size=0` asks for a dynamic TFLite batch (falling back to 1, said in the report, where
 the converter cannot: strided slices of option-A ResNets, int8 average pooling).
 A run that averaged its weights (train.ema_decay) exports the average it evaluated;
-`--weights=trained` exports the optimizer's own weights (report.json's `weights` says which).
+`--weights=trained` exports the optimizer's own weights (report.json's `weights` says which),
+into a folder of their own.
 """
 import json
 import os
@@ -46,12 +48,14 @@ def run(workdir: str, fmt: str, step: str, batch_sizes, batch_size: int, repeats
         weights: str | None = None) -> dict:
   trained_run = trained.load(workdir, step, weights=weights)
   config, model, variables = trained_run.config, trained_run.model, trained_run.variables
-  weights = weights or ('average' if config.train.get('ema_decay', 0) else 'trained')
+  averaged = config.train.get('ema_decay', 0) > 0
+  weights = 'average' if averaged and weights != 'trained' else 'trained'
   preprocess, dataset = trained_run.preprocess, trained_run.dataset
   name, split = next(iter(dataset.eval_sets.items()))
   images, labels = split.split.images, split.split.labels
   input_shape = images.shape[1:]
-  out = os.path.join(workdir, 'export', fmt)
+  out = os.path.join(workdir, 'export', fmt + ('' if step == 'latest' else f'@{step}')
+                     + ('+trained' if averaged and weights == 'trained' else ''))
   filename = {'onnx': 'model.onnx', 'tflite': 'model.tflite', 'tflite_int8': 'model_int8.tflite'}
   path = os.path.join(out, filename[fmt])
   note = ''

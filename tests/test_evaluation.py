@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -240,16 +241,40 @@ def test_each_evaluation_has_a_folder_of_its_own(tmp_path):
     os.makedirs(d)
   name = lambda *args, **kw: os.path.relpath(eval_dir(run, *args, **kw), os.path.join(run, 'eval'))
   assert name('test', 7) == 'test@7'
-  assert name('test[:500]', 7, tta='flip_lr,crops') == 'test__500_@7+tta-flip_lr-crops'
+  assert name('test', 7, trained=True) == 'test@7+trained'
+  # views in any order: one folder
+  assert name('test[:500]', 7, tta=['flip_lr', 'crops']) == 'test__500_@7+tta-crops-flip_lr'
+  assert name('test[:500]', 7, tta=['crops', 'flip_lr']) == 'test__500_@7+tta-crops-flip_lr'
   assert name('val', 7, calibration_split='test[5000:]', groups='writer_population') == (
       'val@7+calibration-test_5000__+groups-writer_population')
-  pair = name('val', 7, ensemble=[a, b])
+  pair = name('val', 7, ensemble=[f'{a}@3', f'{b}@3'])
   assert re.fullmatch(r'val@7\+ensemble2-[0-9a-f]{6}', pair), pair
-  # the same members, in another order, spelled otherwise or with the run itself: one folder
-  assert name('val', 7, ensemble=[b + '/', run, os.path.join(a, '..', 'a')]) == pair
-  assert name('val', 7, ensemble=[a]) != name('val', 7, ensemble=[b]) != pair
-  assert name('val', 7, ensemble=[run]) == 'val@7'
+  assert name('val', 7, ensemble=[f'{b}@3', f'{a}@3']) == pair  # in any order
+  assert len({pair, name('val', 7, ensemble=[f'{a}@3', f'{b}@4']),
+              name('val', 7, ensemble=[f'{a}@3']), name('val', 7, ensemble=[f'{b}@3'])}) == 4
   assert name('val', 7, last_checkpoints=3) == 'val@7+last3'
+
+
+@pytest.mark.real_data
+def test_ensemble_members_count_once_whatever_their_spelling(tiny_runs, tmp_path, capsys):
+  from experiments import evaluate
+  a = tiny_runs['a']
+  link = str(tmp_path / 'link')
+  os.symlink(a, link)
+  args = lambda *more: evaluate.main([f'--workdir={a}', '--split=test[:300]', *more])
+  assert args(f'--ensemble={link},{a}/') == 0  # the run itself only: no ensemble
+  alone = capsys.readouterr().out.split('written to ')[-1].strip()
+  assert os.path.basename(alone) == 'test__300_@20'
+  assert 'ensemble' not in json.load(open(os.path.join(alone, 'metrics.json')))
+  other = str(tmp_path / 'other')
+  shutil.copytree(a, other)
+  shutil.rmtree(os.path.join(other, 'checkpoints', '20'))  # other@15: another member
+  assert args(f'--ensemble={other}') == 0
+  once = capsys.readouterr().out.split('written to ')[-1].strip()
+  assert args(f'--ensemble={other},{other}/,{link}') == 0
+  assert capsys.readouterr().out.split('written to ')[-1].strip() == once
+  saved = json.load(open(os.path.join(once, 'metrics.json')))
+  assert saved['ensemble_members'] == [f'{a}@20', f'{other}@15']
 
 
 def test_a_workdir_without_a_checkpoint_is_one_line(tmp_path, capsys):

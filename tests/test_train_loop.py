@@ -263,31 +263,39 @@ def test_only_abandoned_read_reports_are_dropped(monkeypatch):
 
 
 @pytest.mark.real_data
-def test_a_signal_during_the_final_report_stops_at_once_and_the_rerun_reports(
-    mnist_data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize('when', ['last evaluation', 'final report'])
+def test_a_signal_at_the_end_stops_and_the_rerun_writes_the_same_summary(
+    when, mnist_data_dir, tmp_path, monkeypatch):
   import signal
   import time
   from research.errors import Preempted
   from research.evaluation import suite
+  from research.training import loop
   config = small_mnist(mnist_data_dir, **{'train.num_steps': 20, 'train.final_report': True})
   reference = classification.run(config, str(tmp_path / 'reference'))
   workdir = str(tmp_path / 'run')
-  report = suite.evaluate_predictions
+  module, name = (loop, 'evaluate') if when == 'last evaluation' else (suite,
+                                                                          'evaluate_predictions')
+  original, calls = getattr(module, name), []
 
-  def signalled(*args, **kwargs):  # SIGTERM arrives while the report is being written
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(30)  # interrupted by the handler's exception; a failure if it is not
-    return report(*args, **kwargs)
+  def signalled(*args, **kwargs):  # SIGTERM arrives during the step-20 evaluation / the report
+    calls.append(1)
+    if when == 'final report' or len(calls) == 2:
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(3)  # the report's handler interrupts this; training's only records the signal
+    return original(*args, **kwargs)
 
-  monkeypatch.setattr(suite, 'evaluate_predictions', signalled)
+  monkeypatch.setattr(module, name, signalled)
   handler = signal.getsignal(signal.SIGTERM)
-  with pytest.raises(Preempted, match='SIGTERM during the final report; the final checkpoint is '
-                                      'saved, so the rerun writes the report'):
+  message = ('SIGTERM at step 20, the last; its checkpoint is saved, so the rerun writes the '
+             'report' if when == 'last evaluation' else 'SIGTERM during the final report; the '
+             'final checkpoint is saved, so the rerun writes the report')
+  with pytest.raises(Preempted, match=message):
     classification.run(config, workdir)
   assert signal.getsignal(signal.SIGTERM) == handler  # the handlers are restored
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
   assert checkpointing.latest_steps(workdir, 1) == [20]
-  monkeypatch.setattr(suite, 'evaluate_predictions', report)
+  monkeypatch.setattr(module, name, original)
   summary = classification.run(config, workdir)  # resumes at the final step: only the report
   # the same summary as the uninterrupted run, training means included (from metrics.jsonl)
   differ = {'wall_time_s'}

@@ -1,5 +1,6 @@
 """Exponential moving average of the weights (train.ema_decay): its arithmetic, and a run that
 evaluates, checkpoints, resumes and exports the averaged weights."""
+import importlib.util
 import json
 import os
 
@@ -130,9 +131,22 @@ def test_a_run_reports_and_exports_its_averaged_weights_and_resumes_exactly(
   assert evaluate.main([f'--workdir={workdir}', '--split=test', '--weights=trained']) == 0
   saved = json.load(open(os.path.join(workdir, 'eval', 'test@30+trained', 'metrics.json')))
   assert saved['model']['nll'] == pytest.approx(trained_nll, rel=1e-4)
+  assert saved['weights'] == 'trained'
   assert evaluate.main([f'--workdir={workdir}', '--split=test', '--weights=average']) == 0
   saved = json.load(open(os.path.join(workdir, 'eval', 'test@30', 'metrics.json')))
   assert saved['model']['nll'] == pytest.approx(averaged, rel=1e-4)
+  assert saved['weights'] == 'average'
+  if importlib.util.find_spec('jax2onnx') and importlib.util.find_spec('onnxruntime'):
+    from experiments import export
+    from research.compression.export import Runner
+    for weights in ('trained', None):
+      report = export.run(workdir, 'onnx', 'latest', [1], 0, 1, weights)
+      assert report['weights'] == (weights or 'average')
+      assert report['file'] == os.path.join(workdir, 'export',
+                                            'onnx+trained' if weights else 'onnx', 'model.onnx')
+      exported = _nll(np.asarray(jax.nn.softmax(Runner(report['file'])(images)), np.float64),
+                      labels)
+      assert exported == pytest.approx(trained_nll if weights else averaged, rel=1e-4)
 
 
 def test_checkpoints_written_before_the_average_existed_still_restore(tmp_path):

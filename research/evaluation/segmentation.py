@@ -137,11 +137,12 @@ def labelled_split(config, split: str):
 
 
 def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
-             outdir: str = '') -> dict:
+             outdir: str = '', weights: str = '') -> dict:
   """Scores on `examples`, the SegmentationSplit of `split` (`labelled_split`), of each run, of their
   ensemble (two runs or more; a run listed twice counts once) and of the first run's majority
   class everywhere; written to `outdir`/metrics.json when `outdir` is given. Each run predicts
-  with its own tiling and test-time views unless `tta` is given; `inference` records them."""
+  with its own tiling and test-time views unless `tta` is given; `inference` records them, and
+  `weights` ('average' or 'trained'), when given, which weights the first run was opened with."""
   unique = {}
   for run in runs:
     unique.setdefault((os.path.realpath(run.workdir), run.step), run)
@@ -151,7 +152,8 @@ def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
   truth = examples.masks
   score = lambda predicted: report.scores(predicted, truth, s.num_classes, tuple(s.class_names),
                                           s.ignore_label, s.region_scores, s.cell_class)
-  result = {'split': split, 'examples': len(truth), 'members': {},
+  result = {'split': split, 'examples': len(truth), **({'weights': weights} if weights else {}),
+            'members': {},
             'inference': {run.name: inference(run, tta) for run in runs}}
   total = None
   for run in runs:

@@ -82,16 +82,20 @@ def evaluate_predictions(outdir: str, probs: np.ndarray, labels: np.ndarray, nam
                          images: np.ndarray | None = None, *, workdir: str = '', split: str = '',
                          step=None, calibration_probs=None, calibration_labels=None,
                          calibration_split: str = '', tta=None, ensemble=None,
-                         groups=None, group_name: str = '', top_k: int = 5) -> dict:
+                         groups=None, group_name: str = '', top_k: int = 5,
+                         weights: str = '') -> dict:
   """Writes metrics.json, report.md and the PNGs into `outdir`; returns the result dict.
 
   `tta` and `ensemble` are (probabilities, description) pairs reported beside the model;
   `calibration_probs/labels` (a validation split) fit the temperature; `groups` (one group per
-  example) adds the subgroup audit."""
+  example) adds the subgroup audit; `weights` ('average' or 'trained', research/training/
+  checkpointing.restore_step), when given, is recorded."""
   from research.evaluation import audit as audit_lib
   os.makedirs(outdir, exist_ok=True)
   result = {'workdir': workdir, 'split': split, 'step': step,
             'model': metrics_lib.classification_report(probs, labels, names, top_k)}
+  if weights:
+    result['weights'] = weights
   if calibration_probs is not None:
     temperature = calibration.fit_temperature(calibration_probs, calibration_labels)
     result.update(temperature=temperature, calibration_split=calibration_split,

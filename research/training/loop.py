@@ -199,8 +199,8 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   writer = MetricWriter(workdir, resume_step=step)
   progress = Progress(total_steps, initial=step)
   pending, last_train, last_eval = [], {}, {}
-  try:
-    with stopping.StopSignals(mesh) as signals:
+  with stopping.StopSignals(mesh) as signals:  # also while the last save completes
+    try:
       while step < total_steps and not loop_state['stopped_early']:
         batch = parallel.to_global(next(train_loader), data_sharded)
         state, step_metrics = train_step(state, batch)
@@ -208,7 +208,8 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
         pending.append(step_metrics)
         if sync_each_step:
           jax.block_until_ready(step_metrics)
-        if signals.reached(step):
+        # (at the last step: logged, evaluated and saved as usual, then stopped below)
+        if signals.reached(step) and step < total_steps:
           save(step)
           raise Preempted(f'{signals.received or "a signal to another process"} at step {step}; '
                           'saved a checkpoint there')
@@ -252,10 +253,14 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
                     f'{early.state["step"]})', flush=True)
         if do_checkpoint or loop_state['stopped_early']:
           save(step, metric)
-  finally:
-    progress.close()
-    checkpointer.wait()  # a pending save completes even when training failed
-    writer.close()
+    finally:
+      progress.close()
+      checkpointer.wait()  # a pending save completes even when training failed
+      writer.close()
+    if signals.reached(step):  # during the last step, its evaluation or its save
+      checkpointer.close()
+      raise Preempted(f'{signals.received or "a signal to another process"} at step {step}, the '
+                      'last; its checkpoint is saved, so the rerun writes the report')
 
   # ------------------------------------------------------------------ Report
   # Every checkpoint is saved: a signal from here on stops at once, and the rerun reports.
@@ -276,7 +281,7 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   if not last_train:  # resumed at the final step: its training means as metrics.jsonl has them
     last_train = next(({k: v for k, v in r.items() if k.startswith('train/')}
                        for r in reversed(read_metrics(workdir))
-                       if r.get('step') == step and 'train/loss' in r), {})
+                       if r.get('step') == step and 'train/grad_norm' in r), {})
   summary = {**reported, 'checkpoint': which, 'last_step': step,
              **{f'last/{k}': v for k, v in last_eval.items() if which == 'best' and k != 'step'},
              **{k: v for k, v in last_train.items() if k != 'train/steps_per_s'},
