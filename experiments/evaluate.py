@@ -22,7 +22,8 @@ A segmentation run (research/evaluation/segmentation.py) is scored on a labelled
 its report split, e.g. `val`) as its final report scores it, alone and with `--ensemble` /
 `--last_checkpoints` as an ensemble of averaged per-pixel probabilities; `--tta` is then
 'none', 'flip_lr' or 'dihedral' (default: each member's own configured views, recorded per
-member). Written to `<workdir>/eval/<split>@<step>[+options]/metrics.json`.
+member), and `--decision` 'argmax' or 'fitted' (default: the run's segmentation.decision;
+research/tasks/segmentation/report.py). Written to `<workdir>/eval/<split>@<step>[+options]/metrics.json`.
 For both kinds, `--ensemble` members are taken at their latest checkpoint and
 `--last_checkpoints=N` means the run's N latest checkpoints, whatever `--step` says; a member
 (a real path at a step) named twice, or the run itself at the same step, counts once.
@@ -39,6 +40,7 @@ import numpy as np
 from research.errors import ConfigError, ConvLabError
 from research.evaluation import predict, suite
 from research.evaluation import segmentation as segmentation_eval
+from research.tasks.segmentation.report import DECISIONS
 from research.tasks.segmentation.tiling import TTA_VIEWS
 from research.training import checkpointing
 
@@ -80,12 +82,13 @@ def split_workdirs(spec: str) -> list[str]:
 
 def eval_dir(workdir: str, split: str, step: int, *, trained: bool = False, tta=(),
              ensemble=(), last_checkpoints: int = 0, calibration_split: str = '',
-             groups: str = '') -> str:
+             groups: str = '', decision: str = '') -> str:
   """Where an evaluation is written: `<workdir>/eval/<split>@<step>` plus one suffix per option
   that changes what is evaluated: `+trained` (`trained`: a weight-averaging run's own weights
   rather than their average), `+tta-<views
   in sorted order>`, `+last<N>`, `+ensemble<k>-<6 hex digits of the k other members' real paths
-  and steps>`, `+calibration-<split>`, `+groups-<feature>`; the split made safe as a folder name
+  and steps>`, `+calibration-<split>`, `+groups-<feature>`, `+decision-<rule>` (a segmentation
+  decision other than the run's own); the split made safe as a folder name
   ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself holds the training run's final
   report, which no evaluation replaces; rerunning one evaluation rewrites its own folder only."""
   safe = lambda text: re.sub(r'[^A-Za-z0-9_.=-]', '_', text)
@@ -101,6 +104,8 @@ def eval_dir(workdir: str, split: str, step: int, *, trained: bool = False, tta=
     name += '+calibration-' + safe(calibration_split)
   if groups:
     name += '+groups-' + safe(groups)
+  if decision:
+    name += '+decision-' + safe(decision)
   return os.path.join(workdir, 'eval', name)
 
 
@@ -138,6 +143,8 @@ def evaluate_segmentation(args) -> tuple[dict, str]:
   for flag in ('dataset', 'groups', 'calibration_split'):
     if getattr(args, flag):
       raise ConfigError(f'--{flag} does not apply to segmentation runs')
+  if args.decision and args.decision not in DECISIONS:
+    raise ConfigError(f"--decision={args.decision}; known: {', '.join(DECISIONS)}")
   tta = {'': None, 'none': ''}.get(args.tta, args.tta)
   if tta is not None and tta not in TTA_VIEWS:
     raise ConfigError(f"--tta={args.tta} for a segmentation run; known: none, "
@@ -147,11 +154,13 @@ def evaluate_segmentation(args) -> tuple[dict, str]:
   examples = segmentation_eval.labelled_split(run.config, split)  # before opening the others
   ensemble, checkpoints = members(run, args, segmentation_eval.open_run)
   weights = weights_used(run, args)
+  own = run.config.segmentation.get('decision', 'argmax')
   outdir = eval_dir(args.workdir, split, run.step, trained=averaged(run) and weights == 'trained',
                     tta=[args.tta] if args.tta else [], ensemble=[_key(r) for r in ensemble],
-                    last_checkpoints=args.last_checkpoints)
+                    last_checkpoints=args.last_checkpoints,
+                    decision='' if args.decision in ('', own) else args.decision)
   return segmentation_eval.evaluate([run, *ensemble, *checkpoints], split, examples, tta, outdir,
-                                    weights=weights), outdir
+                                    weights=weights, decision=args.decision or own), outdir
 
 
 def evaluate(args) -> tuple[dict, str]:
@@ -161,6 +170,8 @@ def evaluate(args) -> tuple[dict, str]:
                       'checkpoints to average, 1 or more (0: none)')
   if segmentation_eval.is_segmentation_run(args.workdir):
     return evaluate_segmentation(args)
+  if args.decision:
+    raise ConfigError('--decision applies to segmentation runs only')
   args.split = args.split or 'test'
   run = predict.open_run(args.workdir, args.step, args.weights)
   views = predict.parse_views(args.tta)
@@ -239,6 +250,9 @@ def main(argv=None) -> int:
   parser.add_argument('--last_checkpoints', type=int, default=0)
   parser.add_argument('--calibration_split', default=None)
   parser.add_argument('--groups', default='', help='a dataset feature to audit by')
+  parser.add_argument('--decision', default='',
+                      help="segmentation: 'argmax' or 'fitted' (per-class offsets fitted on the "
+                           "training split for pixel accuracy); default: the run's own")
   args = parser.parse_args(argv)
   try:
     result, outdir = evaluate(args)
@@ -250,7 +264,9 @@ def main(argv=None) -> int:
     for what in ('model', 'ensemble', 'baseline'):
       if what in result:
         r = result[what]
-        print(f'{result["split"]} {what}: pixel accuracy {r["pixel_accuracy"]:.4f}, mean IoU '
+        argmax = result.get('argmax', {}).get(what)
+        print(f'{result["split"]} {what}: pixel accuracy {r["pixel_accuracy"]:.4f}'
+              + (f' (argmax {argmax["pixel_accuracy"]:.4f})' if argmax else '') + ', mean IoU '
               f'{r["mean_iou"]:.4f}' + (f', adapted Rand error {r["adapted_rand_error"]:.3f}'
                                        if 'adapted_rand_error' in r else ''))
     print(f'written to {outdir}')

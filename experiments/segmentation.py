@@ -74,7 +74,8 @@ def run(config, workdir: str) -> dict:
         majority=report.majority_class(train.masks, s.num_classes, s.ignore_label),
         region_scores=s.region_scores, cell_class=s.cell_class, tile_size=s.tile_size,
         tile_overlap=s.tile_overlap, tile_weighting=s.tile_weighting, tta=s.tta,
-        overlays=s.overlays)
+        overlays=s.overlays, fit_split=train if s.decision == 'fitted' else None,
+        fit_name=d.train_split)
 
   task = segmentation_task(model, train_augment, eval_augment, num_classes=s.num_classes,
                            class_names=tuple(s.class_names), loss=config.train.loss,

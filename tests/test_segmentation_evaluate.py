@@ -29,9 +29,9 @@ def tiny_run(tmp_path_factory):
   return workdir, config, summary
 
 
-def _probabilities(config, workdir: str, step: int) -> np.ndarray:
-  """Membrane/cell probabilities (5, 512, 512, 2) of slices 25-29 at `step`, computed here:
-  whole images, normalised with the training slices' mean and std."""
+def _probabilities(config, workdir: str, step: int, split: str = 'validation') -> np.ndarray:
+  """Membrane/cell probabilities (N, 512, 512, 2) of `split` (default slices 25-29) at `step`,
+  computed here: whole images, normalised with the training slices' mean and std."""
   import jax
   from research import models
   from research.data import augment
@@ -41,7 +41,7 @@ def _probabilities(config, workdir: str, step: int) -> np.ndarray:
       'isbi2012_em', split, data_dir=config.data.data_dir, image_key='image', mask_key='mask',
       id_key='slice', num_classes=2)
   mean, std = augment.channel_stats(read(config.data.train_split).images)
-  x = (read('validation').images.astype(np.float32) / 255 - np.asarray(mean)) / np.asarray(std)
+  x = (read(split).images.astype(np.float32) / 255 - np.asarray(mean)) / np.asarray(std)
   state = checkpointing.load_state(workdir, step)
   model = models.build_model(config.model, 2)
   logits = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']}, x,
@@ -115,7 +115,7 @@ def test_a_run_its_checkpoints_and_another_run_as_an_ensemble(tiny_run, tmp_path
   # what cannot be evaluated: one error line, the evaluation written before kept
   # each evaluation kept in its own folder, none replaced by another
   folders = ['val@4', 'val@4+last2', pair, 'val@4+tta-flip_lr']
-  assert sorted(os.listdir(os.path.join(workdir, 'eval'))) == sorted(folders)
+  assert set(folders) <= set(os.listdir(os.path.join(workdir, 'eval')))
   assert _metrics(workdir, 'val@4') == alone
   before = {f: open(os.path.join(workdir, 'eval', f, 'metrics.json')).read() for f in folders}
   for flags, message in ((['--split=test'], "split 'test' holds 30 unlabelled examples"),
@@ -126,6 +126,35 @@ def test_a_run_its_checkpoints_and_another_run_as_an_ensemble(tiny_run, tmp_path
     _one_error_line(capsys, message)
   assert before == {f: open(os.path.join(workdir, 'eval', f, 'metrics.json')).read()
                     for f in folders}
+
+
+@pytest.mark.slow  # ~15 s: inference on 2 training and 5 validation slices, twice
+@pytest.mark.real_data
+def test_a_fitted_decision_equals_the_threshold_computed_here(tiny_run, capsys):
+  from research.data import segmentation as segmentation_data
+  from research.tasks.segmentation import report
+  workdir, config, summary = tiny_run
+  read = lambda split: segmentation_data.load_split(
+      'isbi2012_em', split, data_dir=config.data.data_dir, id_key='slice', num_classes=2).masks
+  train_p, val_p = _probabilities(config, workdir, 4, 'train[:2]'), _probabilities(config, workdir, 4)
+  train_truth, val_truth = read('train[:2]'), read('validation')
+  # the offset (a threshold) of most right training pixels, searched here over the same grid
+  accuracy = lambda p, truth, b: np.mean(
+      np.where(np.log(p[..., 1]) + b > np.log(p[..., 0]), 1, 0) == truth)
+  on_train = [accuracy(train_p, train_truth, b) for b in report.OFFSET_GRID]
+  best = min((b for b, a in zip(report.OFFSET_GRID, on_train) if a == max(on_train)), key=abs)
+  assert evaluate.main(['--workdir', workdir, '--decision=fitted']) == 0
+  printed = capsys.readouterr().out
+  assert 'val model: pixel accuracy' in printed and '(argmax 0.' in printed
+  saved = _metrics(workdir, 'val@4+decision-fitted')
+  assert saved['model']['pixel_accuracy'] == pytest.approx(accuracy(val_p, val_truth, best),
+                                                           abs=2e-5)
+  assert saved['model']['pixel_accuracy'] != pytest.approx(
+      saved['argmax']['model']['pixel_accuracy'], abs=1e-4)  # the offset changed predictions
+  # the argmax beside it is the run's own report (its config decides by argmax)
+  assert saved['argmax']['model']['pixel_accuracy'] == pytest.approx(
+      summary['report/val/pixel_accuracy'], abs=1e-6)
+  assert 'fitted on train[:2] (2 images)' in saved['decision'][f'{workdir}@4']
 
 
 def _one_error_line(capsys, message: str) -> None:

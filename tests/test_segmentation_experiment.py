@@ -4,6 +4,7 @@ mock data."""
 import glob
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
       'model.base_width': 8, 'train.eval_every': 30, 'train.checkpoint_every': 30,
       'data.train_ops': 'random_crop(96)|flip_lr|rot90|elastic(3, 10)|brightness(0.1)|normalize',
       'train.loss': 'weighted_ce+dice', 'segmentation.tta': '', 'train.eval_batch_size': 2,
-      'segmentation.overlays': 2})
+      'segmentation.overlays': 2, 'segmentation.decision': 'fitted'})
   segmentation_config.validate(config)
   untrained = _untrained_dice_membrane(config, data_dir)
   summary = segmentation.run(config, str(tmp_path))
@@ -74,11 +75,20 @@ def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
   assert 0.75 < summary['baseline/val/pixel_accuracy'] < 0.85
   assert summary['baseline/val/vi_split'] == pytest.approx(0.0, abs=1e-9)
   assert summary['baseline/val/vi_merge'] > 3
-  # whole images without TTA: the report's NumPy metrics equal the loop's summed confusion
-  # matrix over padded batches (5 slices in batches of 2)
-  for metric in ('pixel_accuracy', 'iou_membrane', 'dice_membrane', 'mean_iou', 'mean_dice'):
-    assert summary[f'report/val/{metric}'] == pytest.approx(summary[f'val/{metric}'], abs=1e-6)
+  # whole images without TTA: the report's NumPy metrics of the argmax equal the loop's summed
+  # confusion matrix over padded batches (5 slices in batches of 2)
+  for metric in ('pixel_accuracy', 'dice_membrane', 'mean_iou'):
+    assert summary[f'report/val/argmax/{metric}'] == pytest.approx(summary[f'val/{metric}'],
+                                                                   abs=1e-6)
   assert summary['report/inference'] == 'whole images'
+  # the report's own decision, fitted on the 8 training slices, as experiments.evaluate makes it
+  assert 'fitted on train[:8] (8 images) for pixel accuracy' in summary['report/decision']
+  from experiments import evaluate
+  assert evaluate.main(['--workdir', str(tmp_path)]) == 0
+  evaluated = json.load(open(tmp_path / 'eval' / 'val@60' / 'metrics.json'))
+  assert evaluated['model']['pixel_accuracy'] == pytest.approx(
+      summary['report/val/pixel_accuracy'], abs=1e-6)
+  assert evaluated['decision'][f'{tmp_path}@60'] == summary['report/decision']
   assert sorted(os.listdir(tmp_path / 'report')) == ['val_25.png', 'val_26.png']
   predictions = sorted(os.listdir(tmp_path / 'predictions' / 'test'))
   assert predictions == sorted(f'{i}.png' for i in range(30)) and summary['predictions/test'] == 30
@@ -125,6 +135,8 @@ def test_configs_validate_and_bad_values_are_one_line():
       'data.classes': ((1,), 'name a validation split in data.eval_splits'),
       'segmentation.tta': ('flips', r"segmentation.tta='flips'; known: '' \(none\), flip_lr, "
                            'dihedral'),
+      'segmentation.decision': ('threshold', "segmentation.decision='threshold'; known: argmax, "
+                                'fitted'),
       'data.eval_ops': ('pad(8)|flip_lr|ignore_border(8)|normalize',
                         r"holds flip_lr, ignore_border: evaluation takes whole images through pad "
                         'and normalize only'),
@@ -184,13 +196,17 @@ def test_oxford_pet_config_runs_on_mock_data(tmp_path):
       **TINY, 'segmentation.image_size': 32, 'data.train_ops': 'random_crop(28)|flip_lr|normalize',
       'train.num_steps': 4, 'train.batch_size': 4, 'train.eval_batch_size': 4,
       'train.eval_every': 4, 'train.checkpoint_every': 4, 'segmentation.overlays': 1,
-      'data.data_dir': str(tmp_path / 'data')})
+      'data.data_dir': str(tmp_path / 'data'), 'segmentation.decision': 'fitted'})
   segmentation_config.validate(config)
   with tfds.testing.mock_data(as_data_source_fn=fake_source(pet_examples(8))):
     assert 'unet' in segmentation.check(config)
     summary = segmentation.run(config, str(tmp_path / 'run'))
   assert summary['last_step'] == 4
-  assert {'test/iou_pet', 'test/dice_border', 'report/test/mean_iou'} <= set(summary)
+  assert {'test/iou_pet', 'test/dice_border', 'report/test/mean_iou',
+          'report/test/argmax/mean_iou'} <= set(summary)
+  # three classes: an offset for each, the first 0
+  assert re.search(r'offsets \(0\.0, -?[\d.]+, -?[\d.]+\), fitted on train \(8 images\)',
+                   summary['report/decision']), summary['report/decision']
   assert os.listdir(tmp_path / 'run' / 'report') == ['test_0.png']
 
 

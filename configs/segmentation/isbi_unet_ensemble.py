@@ -44,6 +44,7 @@ def get_config():
   c = isbi_unet.get_config()
   c.train.num_steps = 3000
   c.train.ema_decay = 0.998
+  c.segmentation.decision = 'fitted'   # the decision of fewest wrong pixels on the training slices
   return c
 
 

@@ -137,12 +137,16 @@ def labelled_split(config, split: str):
 
 
 def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
-             outdir: str = '', weights: str = '') -> dict:
+             outdir: str = '', weights: str = '', decision: str | None = None) -> dict:
   """Scores on `examples`, the SegmentationSplit of `split` (`labelled_split`), of each run, of their
   ensemble (two runs or more; a run listed twice counts once) and of the first run's majority
   class everywhere; written to `outdir`/metrics.json when `outdir` is given. Each run predicts
   with its own tiling and test-time views unless `tta` is given; `inference` records them, and
-  `weights` ('average' or 'trained'), when given, which weights the first run was opened with."""
+  `weights` ('average' or 'trained'), when given, which weights the first run was opened with.
+  `decision` (None: the first run's segmentation.decision) 'fitted' predicts with per-class
+  offsets fitted on the first run's training split (report.fit_decision_offsets), for each
+  member on its own probabilities and for the ensemble on their mean; `decision` records them,
+  and `argmax` holds the argmax's scores beside."""
   unique = {}
   for run in runs:
     unique.setdefault((os.path.realpath(run.workdir), run.step), run)
@@ -155,14 +159,38 @@ def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
   result = {'split': split, 'examples': len(truth), **({'weights': weights} if weights else {}),
             'members': {},
             'inference': {run.name: inference(run, tta) for run in runs}}
-  total = None
+  decision = decision or s.get('decision', 'argmax')
+  if decision not in report.DECISIONS:
+    raise ConfigError(f"decision={decision!r}; known: {', '.join(report.DECISIONS)}")
+  fit = None
+  if decision == 'fitted':
+    name = runs[0].config.data.train_split
+    fit = segmentation_config.split_reader(runs[0].config)(name)
+    fitted_on = f'{name} ({len(fit)} images)'
+  log = lambda p: np.log(np.maximum(p, np.float32(1e-30)))
+  offsets_for = lambda p: (None if fit is None else
+                           report.fit_decision_offsets(log(p), fit.masks, s.ignore_label))
+  total, total_fit, decisions, argmax = None, None, {}, {}
   for run in runs:
     p = probabilities(run, examples.images, tta)
-    result['members'][run.name] = score(p.argmax(-1))
+    p_fit = None if fit is None else probabilities(run, fit.images, tta)
+    offsets = offsets_for(p_fit)
+    result['members'][run.name] = score(report.decide(log(p), offsets))
+    if fit is not None:
+      decisions[run.name] = report.describe_decision(offsets, fitted_on)
+      argmax.setdefault('model', score(p.argmax(-1)))
+      total_fit = p_fit if total_fit is None else total_fit + p_fit
     total = p if total is None else total + p
   result['model'] = result['members'][runs[0].name]
   if len(runs) > 1:
-    result['ensemble'] = score(total.argmax(-1))
+    offsets = offsets_for(None if fit is None else total_fit / len(runs))
+    result['ensemble'] = score(report.decide(log(total / len(runs)), offsets))
+    if fit is not None:
+      decisions['ensemble'] = report.describe_decision(offsets, fitted_on)
+      argmax['ensemble'] = score(total.argmax(-1))
+  result['decision'] = decisions or 'argmax'
+  if argmax:
+    result['argmax'] = argmax
   result['baseline'] = score(np.full_like(truth, runs[0].majority))
   if outdir and jax.process_index() == 0:
     os.makedirs(outdir, exist_ok=True)

@@ -19,6 +19,7 @@ from research.data import paired_augment
 from research.data import segmentation as segmentation_data
 from research.errors import ConfigError
 from research.tasks.segmentation import losses
+from research.tasks.segmentation.report import DECISIONS
 from research.tasks.segmentation.tiling import TTA_VIEWS, WEIGHTINGS
 
 EVAL_OPS = ('pad', 'normalize')  # deterministic, whole-image: what data.eval_ops may hold
@@ -54,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
   s.tile_overlap = 32
   s.tile_weighting = 'gaussian'
   s.tta = ''                            # test-time views: '' | 'flip_lr' | 'dihedral' (tiling.py)
-  return c
+  s.decision = 'argmax'                 # | 'fitted': per-class offsets fitted on the training
+  return c                              # split for pixel accuracy (report.py)
 
 
 def class_weights(spec: str, num_classes: int):
@@ -115,6 +117,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if s.tile_weighting not in WEIGHTINGS:
     raise ConfigError(f'segmentation.tile_weighting={s.tile_weighting!r}; known: '
                       f'{", ".join(WEIGHTINGS)}')
+  if s.decision not in DECISIONS:
+    raise ConfigError(f"segmentation.decision={s.decision!r}; known: {', '.join(DECISIONS)}")
   if s.tta not in TTA_VIEWS:
     raise ConfigError(f"segmentation.tta={s.tta!r}; known: '' (none), "
                       f"{', '.join(v for v in TTA_VIEWS if v)}")

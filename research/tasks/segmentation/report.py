@@ -8,6 +8,12 @@ reported checkpoint:
   information (metrics.region_scores), averaged over the images.
 - `baseline/<split>/...`: the same numbers for predicting the training set's majority class
   everywhere (what a model that learned nothing scores).
+- With `segmentation.decision = 'fitted'`, the predicted class is argmax_k(log p_k + b_k), the
+  per-class offsets b fitted on the training split's whole images to maximise pixel accuracy
+  there (`fit_decision_offsets`; for two classes, a threshold on p(class 0) other than 1/2):
+  a loss such as soft Dice skews the probabilities, so the argmax is not the decision of
+  fewest wrong pixels. `report/decision` says which rule and offsets; the argmax's own
+  pixel accuracy and Dice stay beside as `report/<split>/argmax/...`.
 - PNGs in `<workdir>/report/`: `<split>_<id>.png`, one row per example of the report split:
   image | ground truth | prediction | errors (red: wrong, black: right, grey: ignored);
   class colours: class 0 black, the last class white, others grey levels between.
@@ -60,6 +66,52 @@ def majority_class(masks, num_classes: int, ignore_label: int) -> int:
   return int(np.argmax(np.bincount(masks[masks != ignore_label].ravel(), minlength=num_classes)))
 
 
+DECISIONS = ('argmax', 'fitted')
+OFFSET_GRID = np.round(np.arange(-1.0, 1.0001, 0.02), 2)  # log-probability units
+
+
+def fit_decision_offsets(log_probs, truth, ignore_label: int = 255, grid=OFFSET_GRID,
+                         sweeps: int = 2) -> np.ndarray:
+  """float64 offsets b (K,), b[0] = 0, of the decision argmax_k(log p_k + b_k) that gets the
+  most pixels of `truth` (N, H, W) right, ignored pixels left out, from log-probabilities
+  (N, H, W, K): coordinate ascent over b_1..b_{K-1} on `grid` (`sweeps` passes; a tie keeps
+  the offset nearest 0). For two classes it is exact over the grid: class 0 is predicted where
+  p_0 > 1 / (1 + exp(-b_1)), a threshold on p_0."""
+  log_probs = np.asarray(log_probs, np.float32)
+  valid = np.asarray(truth) != ignore_label
+  lp, truth = log_probs[valid], np.asarray(truth)[valid]  # (P, K), (P,)
+  k_classes = lp.shape[-1]
+  offsets = np.zeros(k_classes)
+  order = sorted(range(len(grid)), key=lambda i: abs(grid[i]))  # ties: nearest 0 first
+  for _ in range(sweeps if k_classes > 2 else 1):
+    for k in range(1, k_classes):
+      others = np.delete(lp + offsets.astype(np.float32), k, axis=1)
+      best_other = np.delete(np.arange(k_classes), k)[others.argmax(1)]
+      margin = others.max(1) - lp[:, k]  # class k wins where b_k > margin
+      right_if_k, right_if_other = truth == k, truth == best_other
+      correct = [np.count_nonzero(np.where(grid[i] > margin, right_if_k, right_if_other))
+                 for i in order]
+      offsets[k] = grid[order[int(np.argmax(correct))]]
+  return offsets
+
+
+def decide(log_probs, offsets=None) -> np.ndarray:
+  """int class maps (N, H, W): argmax_k(log p_k + offsets_k) (offsets None: the argmax)."""
+  log_probs = np.asarray(log_probs)
+  if offsets is None:
+    return log_probs.argmax(-1)
+  return (log_probs + np.asarray(offsets, log_probs.dtype)).argmax(-1)
+
+
+def describe_decision(offsets, fitted_on: str = 'the training split') -> str:
+  if offsets is None:
+    return 'argmax'
+  text = f'argmax of log-probabilities + offsets {tuple(round(float(b), 2) for b in offsets)}'
+  if len(offsets) == 2:
+    text += f' (class 0 where p_0 > {1 / (1 + np.exp(-offsets[1])):.3f})'
+  return text + f', fitted on {fitted_on} for pixel accuracy'
+
+
 def predict_logits(apply, preprocess, images, *, tile_size: int = 0, tile_overlap: int = 0,
                    tile_weighting: str = 'gaussian', tta: str = '', size_multiple: int = 1):
   """float32 logits (N, H, W, K) of uint8 images (N, H, W, C): each image preprocessed, then
@@ -105,9 +157,11 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
                       predict_name: str = '', predict_split=None, num_classes: int, class_names,
                       ignore_label: int = 255, majority: int = 0, region_scores: bool = False,
                       cell_class: int = 1, tile_size: int = 0, tile_overlap: int = 0,
-                      tile_weighting: str = 'gaussian', tta: str = '', overlays: int = 0):
-  """`final_report(state, workdir) -> {name: value}` (see the module doc). `report_split` and
-  `predict_split` are research/data/segmentation.SegmentationSplit (whole splits);
+                      tile_weighting: str = 'gaussian', tta: str = '', overlays: int = 0,
+                      fit_split=None, fit_name: str = ''):
+  """`final_report(state, workdir) -> {name: value}` (see the module doc). `report_split`,
+  `predict_split` and `fit_split` (the split the decision offsets are fitted on, named
+  `fit_name`; None: argmax) are research/data/segmentation.SegmentationSplit (whole splits);
   `preprocess(uint8 images) -> float images` is the evaluation pipeline."""
   size_multiple = getattr(model, 'size_multiple', 1)
 
@@ -116,19 +170,30 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
 
   def predict_all(state, split):
     apply = functools.partial(apply_jit, _variables(state.params, state.batch_stats))
-    return predict_logits(apply, preprocess, split.images, tile_size=tile_size,
-                          tile_overlap=tile_overlap, tile_weighting=tile_weighting, tta=tta,
-                          size_multiple=size_multiple).argmax(-1)
+    logits = predict_logits(apply, preprocess, split.images, tile_size=tile_size,
+                            tile_overlap=tile_overlap, tile_weighting=tile_weighting, tta=tta,
+                            size_multiple=size_multiple)
+    return np.asarray(jax.nn.log_softmax(logits, axis=-1))
 
   score = lambda predicted, truth: scores(predicted, truth, num_classes, class_names,
                                           ignore_label, region_scores, cell_class)
 
   def final_report(state, workdir: str) -> dict:
     results, writing = {}, jax.process_index() == 0
+    offsets = None
+    if fit_split is not None:
+      offsets = fit_decision_offsets(predict_all(state, fit_split), fit_split.masks, ignore_label)
+    results['report/decision'] = describe_decision(offsets, f'{fit_name} ({len(fit_split)} '
+                                                   'images)' if fit_split is not None else '')
     if report_split is not None:
-      predicted = predict_all(state, report_split)
+      log_probs = predict_all(state, report_split)
+      predicted = decide(log_probs, offsets)
       truth = report_split.masks
       results.update({f'report/{report_name}/{k}': v for k, v in score(predicted, truth).items()})
+      if offsets is not None:
+        argmax = scores(log_probs.argmax(-1), truth, num_classes, class_names, ignore_label)
+        results.update({f'report/{report_name}/argmax/{k}': argmax[k]
+                        for k in ('pixel_accuracy', 'mean_iou', *(f'dice_{c}' for c in class_names))})
       baseline = np.full_like(truth, majority)
       results.update({f'baseline/{report_name}/{k}': v for k, v in score(baseline, truth).items()})
       if writing and overlays:
@@ -138,7 +203,7 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
           row = overlay_row(report_split.images[i], truth[i], predicted[i], num_classes, ignore_label)
           (folder / f'{report_name}_{report_split.ids[i]}.png').write_bytes(_png(row))
     if predict_split is not None:
-      predicted = predict_all(state, predict_split)
+      predicted = decide(predict_all(state, predict_split), offsets)
       if writing:
         folder = epath.Path(workdir) / 'predictions' / predict_name
         folder.mkdir(parents=True, exist_ok=True)
