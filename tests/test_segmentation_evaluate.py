@@ -115,7 +115,8 @@ def test_a_run_its_checkpoints_and_another_run_as_an_ensemble(tiny_run, tmp_path
   # what cannot be evaluated: one error line, the evaluation written before kept
   # each evaluation kept in its own folder, none replaced by another
   folders = ['val@4', 'val@4+last2', pair, 'val@4+tta-flip_lr']
-  assert set(folders) <= set(os.listdir(os.path.join(workdir, 'eval')))
+  fitted = {'val@4+decision-fitted', 'val@4+last2+decision-fitted'}  # the test below, if first
+  assert set(os.listdir(os.path.join(workdir, 'eval'))) - fitted == set(folders)
   assert _metrics(workdir, 'val@4') == alone
   before = {f: open(os.path.join(workdir, 'eval', f, 'metrics.json')).read() for f in folders}
   for flags, message in ((['--split=test'], "split 'test' holds 30 unlabelled examples"),
@@ -141,14 +142,27 @@ def test_a_fitted_decision_equals_the_threshold_computed_here(tiny_run, capsys):
   # the offset (a threshold) of most right training pixels, searched here over the same grid
   accuracy = lambda p, truth, b: np.mean(
       np.where(np.log(p[..., 1]) + b > np.log(p[..., 0]), 1, 0) == truth)
-  on_train = [accuracy(train_p, train_truth, b) for b in report.OFFSET_GRID]
-  best = min((b for b, a in zip(report.OFFSET_GRID, on_train) if a == max(on_train)), key=abs)
+
+  def fitted(p):
+    on_train = [accuracy(p, train_truth, b) for b in report.OFFSET_GRID]
+    return min((b for b, a in zip(report.OFFSET_GRID, on_train) if a == max(on_train)), key=abs)
+
+  best = fitted(train_p)
   assert evaluate.main(['--workdir', workdir, '--decision=fitted']) == 0
   printed = capsys.readouterr().out
   assert 'val model: pixel accuracy' in printed and '(argmax 0.' in printed
   saved = _metrics(workdir, 'val@4+decision-fitted')
   assert saved['model']['pixel_accuracy'] == pytest.approx(accuracy(val_p, val_truth, best),
                                                            abs=2e-5)
+  # an ensemble (the last 2 checkpoints): its own threshold, on the members' mean probabilities
+  assert evaluate.main(['--workdir', workdir, '--last_checkpoints=2', '--decision=fitted']) == 0
+  pair = _metrics(workdir, 'val@4+last2+decision-fitted')
+  train_mean = (train_p + _probabilities(config, workdir, 2, 'train[:2]')) / 2
+  val_mean = (val_p + _probabilities(config, workdir, 2)) / 2
+  assert pair['ensemble']['pixel_accuracy'] == pytest.approx(
+      accuracy(val_mean, val_truth, fitted(train_mean)), abs=2e-5)
+  assert pair['argmax']['ensemble']['pixel_accuracy'] == pytest.approx(
+      np.mean(val_mean.argmax(-1) == val_truth), abs=2e-5)
   assert saved['model']['pixel_accuracy'] != pytest.approx(
       saved['argmax']['model']['pixel_accuracy'], abs=1e-4)  # the offset changed predictions
   # the argmax beside it is the run's own report (its config decides by argmax)

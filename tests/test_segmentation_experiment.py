@@ -77,7 +77,7 @@ def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
   assert summary['baseline/val/vi_merge'] > 3
   # whole images without TTA: the report's NumPy metrics of the argmax equal the loop's summed
   # confusion matrix over padded batches (5 slices in batches of 2)
-  for metric in ('pixel_accuracy', 'dice_membrane', 'mean_iou'):
+  for metric in ('pixel_accuracy', 'iou_membrane', 'dice_membrane', 'mean_iou', 'mean_dice'):
     assert summary[f'report/val/argmax/{metric}'] == pytest.approx(summary[f'val/{metric}'],
                                                                    abs=1e-6)
   assert summary['report/inference'] == 'whole images'

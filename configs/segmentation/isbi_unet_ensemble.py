@@ -24,8 +24,12 @@ images, flip_lr TTA): the two commands above, as written, in 21 min 26 s (the sw
 which also predicts the 25 training slices to fit the decisions): the ensemble scores pixel
 accuracy 0.9302, membrane Dice 0.8228, adapted Rand error 0.071, VI 0.253; by argmax 0.9299,
 0.8248, 0.069, 0.242. Seed 1 (its runs trained by hand on 2026-12-01, one core each, the same
-config but for the decision, which only the evaluation applies; 22 min 10 s + 1 min 16 s):
-0.9295 (argmax 0.9291), Dice 0.8225 (0.8232): short of 0.93 by 0.05 points. The members and the
+config but for the decision, which only the evaluation applies, and with the first float32 form
+of the average's update, the same arithmetic up to rounding: research/training/state.py;
+22 min 10 s + 1 min 16 s): 0.9295 (argmax 0.9291), Dice 0.8225 (0.8232): short of 0.93 by 0.05
+points. The target is met at seed 0 by 0.02 points (about 260 pixels) and missed at seed 1: not
+reliably. The flip_lr run of the sweep above reproduces its by-hand twin of 2026-12-01 (the older
+update form) within 2e-6 in argmax pixel accuracy and membrane Dice. The members and the
 same without the weight average (ema_decay 0, this config before 2026-12-01; argmax; seed 0 by
 the sweep in 21 min 12 s, seed 1 by hand in 20 min 45 s):
 | predictions | fitted decision | argmax | argmax, no average |

@@ -12,8 +12,8 @@ reported checkpoint:
   per-class offsets b fitted on the training split's whole images to maximise pixel accuracy
   there (`fit_decision_offsets`; for two classes, a threshold on p(class 0) other than 1/2):
   a loss such as soft Dice skews the probabilities, so the argmax is not the decision of
-  fewest wrong pixels. `report/decision` says which rule and offsets; the argmax's own
-  pixel accuracy and Dice stay beside as `report/<split>/argmax/...`.
+  fewest wrong pixels. `report/decision` says which rule and offsets; the argmax's own pixel
+  scores stay beside as `report/<split>/argmax/...`.
 - PNGs in `<workdir>/report/`: `<split>_<id>.png`, one row per example of the report split:
   image | ground truth | prediction | errors (red: wrong, black: right, grey: ignored);
   class colours: class 0 black, the last class white, others grey levels between.
@@ -76,22 +76,29 @@ def fit_decision_offsets(log_probs, truth, ignore_label: int = 255, grid=OFFSET_
   most pixels of `truth` (N, H, W) right, ignored pixels left out, from log-probabilities
   (N, H, W, K): coordinate ascent over b_1..b_{K-1} on `grid` (`sweeps` passes; a tie keeps
   the offset nearest 0). For two classes it is exact over the grid: class 0 is predicted where
-  p_0 > 1 / (1 + exp(-b_1)), a threshold on p_0."""
+  p_0 > 1 / (1 + exp(-b_1)), a threshold on p_0. Each coordinate costs one sort of the pixels'
+  margins (O(P log P)), not one pass per grid value."""
   log_probs = np.asarray(log_probs, np.float32)
   valid = np.asarray(truth) != ignore_label
   lp, truth = log_probs[valid], np.asarray(truth)[valid]  # (P, K), (P,)
   k_classes = lp.shape[-1]
+  grid = np.asarray(grid, np.float64)
   offsets = np.zeros(k_classes)
   order = sorted(range(len(grid)), key=lambda i: abs(grid[i]))  # ties: nearest 0 first
   for _ in range(sweeps if k_classes > 2 else 1):
     for k in range(1, k_classes):
       others = np.delete(lp + offsets.astype(np.float32), k, axis=1)
       best_other = np.delete(np.arange(k_classes), k)[others.argmax(1)]
-      margin = others.max(1) - lp[:, k]  # class k wins where b_k > margin
-      right_if_k, right_if_other = truth == k, truth == best_other
-      correct = [np.count_nonzero(np.where(grid[i] > margin, right_if_k, right_if_other))
-                 for i in order]
-      offsets[k] = grid[order[int(np.argmax(correct))]]
+      margin = (others.max(1) - lp[:, k]).astype(np.float64)
+      # Class k wins where b_k > margin; on a tie where k is the lower index (argmax's rule).
+      gain = (truth == k).astype(np.int64) - (truth == best_other)  # k winning instead
+      correct = np.full(len(grid), np.count_nonzero(truth == best_other), np.int64)
+      for lower, side in ((best_other < k, 'left'), (best_other > k, 'right')):
+        m = margin[lower]
+        sorted_at = np.argsort(m, kind='stable')
+        gained = np.concatenate([[0], np.cumsum(gain[lower][sorted_at])])
+        correct += gained[np.searchsorted(m[sorted_at], grid, side=side)]
+      offsets[k] = grid[order[int(np.argmax(correct[order]))]]
   return offsets
 
 
@@ -192,8 +199,7 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
       results.update({f'report/{report_name}/{k}': v for k, v in score(predicted, truth).items()})
       if offsets is not None:
         argmax = scores(log_probs.argmax(-1), truth, num_classes, class_names, ignore_label)
-        results.update({f'report/{report_name}/argmax/{k}': argmax[k]
-                        for k in ('pixel_accuracy', 'mean_iou', *(f'dice_{c}' for c in class_names))})
+        results.update({f'report/{report_name}/argmax/{k}': v for k, v in argmax.items()})
       baseline = np.full_like(truth, majority)
       results.update({f'baseline/{report_name}/{k}': v for k, v in score(baseline, truth).items()})
       if writing and overlays:
