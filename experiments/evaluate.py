@@ -120,12 +120,20 @@ def members(run, args, open_run) -> tuple[list, list]:
   weights = 'trained' if args.weights == 'trained' else None  # members that did not average:
   seen, found = {_key(run)}, ([], [])                           # their only weights
   candidates = [(0, m) for m in (split_workdirs(args.ensemble) if args.ensemble else [])]
-  candidates += [(1, s) for s in checkpointing.latest_steps(args.workdir, args.last_checkpoints)]
+  steps = checkpointing.latest_steps(args.workdir, args.last_checkpoints)
+  if len(steps) < args.last_checkpoints:
+    print(f'note: {args.workdir} has {len(steps)} checkpoints; --last_checkpoints='
+          f'{args.last_checkpoints} averages those', file=sys.stderr)
+    args.last_checkpoints = len(steps)  # the folder's name says what was averaged
+  candidates += [(1, s) for s in steps]
   for kind, what in candidates:
     other = open_run(what, None, weights) if kind == 0 else open_run(args.workdir, what, weights)
     if _key(other) not in seen:
       seen.add(_key(other))
       found[kind].append(other)
+  if args.ensemble and not found[0]:
+    print(f'note: --ensemble named no run but {args.workdir} at step {run.step} itself: '
+          'evaluated without those members', file=sys.stderr)
   return found
 
 
@@ -168,6 +176,8 @@ def evaluate(args) -> tuple[dict, str]:
   if args.last_checkpoints < 0:
     raise ConfigError(f'--last_checkpoints={args.last_checkpoints}: give the number of latest '
                       'checkpoints to average, 1 or more (0: none)')
+  if args.weights is not None and args.weights not in checkpointing.WEIGHTS:
+    raise ConfigError(f'--weights={args.weights}; known: {", ".join(checkpointing.WEIGHTS)}')
   if segmentation_eval.is_segmentation_run(args.workdir):
     return evaluate_segmentation(args)
   if args.decision:
@@ -241,7 +251,7 @@ def main(argv=None) -> int:
                       help='default: test (classification), the report split (segmentation)')
   parser.add_argument('--dataset', default='', help='read --split from this tfds dataset')
   parser.add_argument('--step', default=None, help="'latest' (default), 'best' or a number")
-  parser.add_argument('--weights', default=None, choices=checkpointing.WEIGHTS,
+  parser.add_argument('--weights', default=None,
                       help="a run that averaged its weights (train.ema_decay): 'average' "
                            "(default, what it evaluated) or 'trained' (the optimizer's own)")
   parser.add_argument('--tta', default='', help=f'comma-separated views: {", ".join(predict.VIEWS)}'
@@ -271,8 +281,11 @@ def main(argv=None) -> int:
                                        if 'adapted_rand_error' in r else ''))
     print(f'written to {outdir}')
     return 0
-  print(f'{result["split"]}: accuracy {model["accuracy"]:.4f}, macro F1 {model["macro"]["f1"]:.4f}, '
-        f'macro AUC {model["auc_roc"]["macro"]:.5f}, ECE {model["ece"]:.4f}; written to {outdir}')
+  beside = ''.join(f', {name} accuracy {result[key]["accuracy"]:.4f}' for key, name in (
+      ('tta', 'TTA'), ('ensemble', 'ensemble')) if key in result)
+  print(f'{result["split"]}: accuracy {model["accuracy"]:.4f}{beside}, macro F1 '
+        f'{model["macro"]["f1"]:.4f}, macro AUC {model["auc_roc"]["macro"]:.5f}, ECE '
+        f'{model["ece"]:.4f}; written to {outdir}')
   return 0
 
 

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from research.cli import WORKDIR, fail  # --workdir: the trained run
+from research.cli import WORKDIR, fail, parse_flags  # --workdir: the trained run
 from research.compression import export, trained
 from research.errors import ConfigError, ConvLabError
 from research.models import conv
@@ -147,4 +147,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -53,11 +53,18 @@ def check_override_keys(config, extra: list[str]) -> None:
     raise ConfigError(message)
 
 
-def plan(config_path: str, sweep_dir: str, extra: list[str]) -> tuple[list, dict]:
-  """The runs of a sweep and its manifest (what sweep.json records)."""
+def plan(config_path: str, sweep_dir: str, extra: list[str],
+         seeds: list[int] | None = None) -> tuple[list, dict]:
+  """The runs of a sweep and its manifest (what sweep.json records); `seeds`, if given,
+  replaces get_sweep()'s."""
   module = load_config_module(config_path)
   spec = module.get_sweep()
-  points, seeds = grid.expand(spec)
+  points, spec_seeds = grid.expand(spec)
+  seeds = spec_seeds if seeds is None else seeds
+  if any(override.split('=', 1)[0] == '--config.seed' for override in extra):
+    raise ConfigError(f"the sweep gives each run its seed (get_sweep()'s seeds: {spec_seeds}); "
+                      'a --config.seed override would be ignored: give --seeds=2 or --seeds=0,1 '
+                      'instead')
   experiment = module.get_config().get('experiment', 'classification')
   check_override_keys(module.get_config(), extra)
   runs = [launch.Run(point, seed, grid.run_dir(sweep_dir, point, seed),
@@ -88,6 +95,8 @@ def main(argv=None) -> int:
                       'its share of the cores; slurm: jobs at a time)')
   parser.add_argument('--executor', choices=('local', 'slurm'), default='local')
   parser.add_argument('--dry_run', action='store_true', help='print the points and commands only')
+  parser.add_argument('--seeds', default='', help="comma-separated seeds in place of the "
+                      "config's get_sweep()['seeds'], e.g. 1,2")
   parser.add_argument('--collect', help='only (re)write the tables of this sweep folder')
   parser.add_argument('--slurm_partition', default='')
   parser.add_argument('--slurm_time_min', type=int, default=0)
@@ -113,7 +122,11 @@ def main(argv=None) -> int:
       raise ConfigError('both --config=<sweep config> and --workdir=<dir> are required')
     if args.parallel < 1:
       raise ConfigError(f'--parallel must be at least 1, got {args.parallel}')
-    runs, manifest = plan(args.config, args.workdir, extra)
+    try:
+      seeds = [int(s) for s in args.seeds.split(',')] if args.seeds else None
+    except ValueError:
+      raise ConfigError(f'--seeds={args.seeds}: give comma-separated integers, e.g. 0,1') from None
+    runs, manifest = plan(args.config, args.workdir, extra, seeds)
     if args.executor == 'local':
       launch.core_shares(args.parallel)  # more runs at a time than cores: refused now
     if args.dry_run:

@@ -143,6 +143,11 @@ def test_unknown_override_key_names_it(tmp_path):
   assert "unknown config key 'trian.num_steps' (did you mean 'train'?)" in line
 
 
+def test_export_flag_mistakes_are_one_line(tmp_path):
+  line = error_line(run_module('experiments.export', f'--workdir={tmp_path}', '--weights=raw'))
+  assert line == 'error: flag --weights=raw: value should be one of <average|trained>'
+
+
 def test_wrong_override_type_names_the_key(tmp_path):
   line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}',
                             '--config.train.num_steps=abc'))

@@ -218,6 +218,7 @@ def test_the_command_writes_everything_and_never_touches_checkpoints_or_the_repo
     (['--split=tset'], "dataset 'mnist': "),
     (['--tta=rotate'], "unknown test-time view 'rotate'"),
     (['--weights=average'], 'did not average its weights (train.ema_decay=0)'),
+    (['--weights=raw'], '--weights=raw; known: average, trained'),
     (['--calibration_split=test[:500]', '--split=test[:500]'], 'must differ from --split'),
 ])
 def test_bad_requests_are_one_line_errors(tiny_runs, args, message, capsys, monkeypatch):
@@ -262,8 +263,10 @@ def test_ensemble_members_count_once_whatever_their_spelling(tiny_runs, tmp_path
   link = str(tmp_path / 'link')
   os.symlink(a, link)
   args = lambda *more: evaluate.main([f'--workdir={a}', '--split=test[:300]', *more])
-  assert args(f'--ensemble={link},{a}/') == 0  # the run itself only: no ensemble
-  alone = capsys.readouterr().out.split('written to ')[-1].strip()
+  assert args(f'--ensemble={link},{a}/') == 0  # the run itself only: no ensemble, a note
+  printed = capsys.readouterr()
+  assert f'note: --ensemble named no run but {a} at step 20 itself' in printed.err
+  alone = printed.out.split('written to ')[-1].strip()
   assert os.path.basename(alone) == 'test__300_@20'
   assert 'ensemble' not in json.load(open(os.path.join(alone, 'metrics.json')))
   other = str(tmp_path / 'other')
@@ -275,6 +278,12 @@ def test_ensemble_members_count_once_whatever_their_spelling(tiny_runs, tmp_path
   assert capsys.readouterr().out.split('written to ')[-1].strip() == once
   saved = json.load(open(os.path.join(once, 'metrics.json')))
   assert saved['ensemble_members'] == [f'{a}@20', f'{other}@15']
+  # more checkpoints asked for than the run kept (3): those it has, named as such, and a note
+  assert args('--last_checkpoints=5') == 0
+  printed = capsys.readouterr()
+  assert 'has 3 checkpoints; --last_checkpoints=5 averages those' in printed.err
+  assert printed.out.strip().endswith('test__300_@20+last3')
+  assert ', ensemble accuracy 0.' in printed.out
 
 
 def test_a_workdir_without_a_checkpoint_is_one_line(tmp_path, capsys):

@@ -221,12 +221,21 @@ def test_sweep_mistakes_are_one_line_and_write_nothing(tmp_path, capsys):
       (['--parallel=64'], '--parallel=64 is more than the'),
       (['--dry_run', '--parallel=64'], '--parallel=64 is more than the'),
       (['--parallel=two'], "argument --parallel: invalid int value: 'two'"),
+      (['--dry_run', '--config.seed=2'], "the sweep gives each run its seed (get_sweep()'s seeds: "
+                                         '[0]); a --config.seed override would be ignored: '
+                                         'give --seeds=2'),
+      (['--dry_run', '--seeds=1,x'], '--seeds=1,x: give comma-separated integers'),
   ]
   for extra, message in cases:
     assert sweep.main([f'--config={config}', f'--workdir={target}', *extra]) == 1
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith('error: ')]
     assert len(errors) == 1 and message in errors[0], errors
     assert not target.exists()  # not even sweep.json
+  # --seeds replaces the config's seeds
+  assert sweep.main([f'--config={config}', f'--workdir={target}', '--dry_run', '--seeds=2,5']) == 0
+  printed = capsys.readouterr().out
+  assert '/seed2: ' in printed and '/seed5: ' in printed and '/seed0: ' not in printed
+  assert '--config.seed=5' in printed and 'x 2 seeds' in printed
   os.makedirs(tmp_path / 'broken')
   (tmp_path / 'broken' / 'sweep.json').write_text('{not json')
   assert sweep.main([f'--collect={tmp_path / "broken"}']) == 1
