@@ -23,8 +23,29 @@ import numpy as np
 from research.errors import Preempted
 
 
-class StopSignals:
-  """Installs SIGTERM/SIGINT handlers for the duration of a `with` block (main thread only).
+class _Handlers:
+  """Installs `self._handle` for SIGTERM and SIGINT for the duration of a `with` block (main
+  thread only; elsewhere the handlers are left as they are), then restores the previous ones."""
+  _previous: dict
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
+
+  def _handle(self, signum, frame):
+    raise NotImplementedError
+
+
+class StopSignals(_Handlers):
+  """SIGTERM/SIGINT noted for the loop to act on after the step it is in (`reached`).
 
   `mesh`: the run's device mesh, over which processes combine their flags (multi-process)."""
 
@@ -36,19 +57,6 @@ class StopSignals:
       self._sharding = sharding
       self._any = jax.jit(jnp.max, out_shardings=jax.sharding.NamedSharding(
           mesh, jax.sharding.PartitionSpec()))
-
-  def __enter__(self):
-    if threading.current_thread() is not threading.main_thread():
-      return self
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.getsignal(sig)
-      signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    return False
 
   def _handle(self, signum, frame):
     name = signal.Signals(signum).name
@@ -69,26 +77,13 @@ class StopSignals:
     return bool(self._any(flags))
 
 
-class StopAtOnce:
+class StopAtOnce(_Handlers):
   """For a `with` block after the last checkpoint is saved (the final report): SIGTERM/SIGINT
-  raise `Preempted` at once, naming the signal and `what` (main thread only; elsewhere the
-  handlers are left as they are). In a multi-process run each process stops on its own
-  signal (a scheduler signals them all)."""
+  raise `Preempted` at once, naming the signal and `what`. In a multi-process run each process
+  stops on its own signal (a scheduler signals them all)."""
 
   def __init__(self, what: str):
     self.what, self._previous = what, {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.getsignal(sig)
-        signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    return False
 
   def _handle(self, signum, frame):
     for sig, handler in self._previous.items():  # a second signal while stopping: as before
