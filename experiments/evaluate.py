@@ -23,7 +23,8 @@ its report split, e.g. `val`) as its final report scores it, alone and with `--e
 `--last_checkpoints` as an ensemble of averaged per-pixel probabilities; `--tta` is then
 'none', 'flip_lr' or 'dihedral' (default: each member's own configured views, recorded per
 member), and `--decision` 'argmax' or 'fitted' (default: the run's segmentation.decision;
-research/tasks/segmentation/report.py). Written to `<workdir>/eval/<split>@<step>[+options]/metrics.json`.
+research/tasks/segmentation/report.py). Written to
+`<workdir>/eval/<split>@<step>[+options]/metrics.json`.
 For both kinds, `--ensemble` members are taken at their latest checkpoint and
 `--last_checkpoints=N` means the run's N latest checkpoints, whatever `--step` says; a member
 (a real path at a step) named twice, or the run itself at the same step, counts once.
@@ -85,11 +86,10 @@ def eval_dir(workdir: str, split: str, step: int, *, trained: bool = False, tta=
              groups: str = '', decision: str = '') -> str:
   """Where an evaluation is written: `<workdir>/eval/<split>@<step>` plus one suffix per option
   that changes what is evaluated: `+trained` (`trained`: a weight-averaging run's own weights
-  rather than their average), `+tta-<views
-  in sorted order>`, `+last<N>`, `+ensemble<k>-<6 hex digits of the k other members' real paths
-  and steps>`, `+calibration-<split>`, `+groups-<feature>`, `+decision-<rule>` (a segmentation
-  decision other than the run's own); the split made safe as a folder name
-  ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself holds the training run's final
+  rather than their average), `+tta-<views in sorted order>`, `+last<N>`, `+ensemble<k>-<6 hex
+  digits of the k other members' real paths and steps>`, `+calibration-<split>`,
+  `+groups-<feature>`, `+decision-<rule>` (a segmentation decision other than the run's own);
+  the split made safe as a folder name ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself holds the training run's final
   report, which no evaluation replaces; rerunning one evaluation rewrites its own folder only."""
   safe = lambda text: re.sub(r'[^A-Za-z0-9_.=-]', '_', text)
   name = safe(split) + f'@{step}' + ('+trained' if trained else '')
