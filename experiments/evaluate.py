@@ -137,14 +137,10 @@ def members(run, args, open_run) -> tuple[list, list]:
   return found
 
 
-def averaged(run) -> bool:
-  """Whether `run` kept a moving average of its weights (train.ema_decay)."""
-  return run.config.train.get('ema_decay', 0) > 0
-
-
-def weights_used(run, args) -> str:
-  """'average' or 'trained': the weights `run` was opened with."""
-  return 'average' if averaged(run) and args.weights != 'trained' else 'trained'
+def trained_of_averaged(run, args) -> bool:
+  """Whether `run` averaged its weights and was opened with its trained ones (`+trained`)."""
+  return (args.weights == 'trained'
+          and checkpointing.weights_loaded(run.config) == 'average')
 
 
 def evaluate_segmentation(args) -> tuple[dict, str]:
@@ -161,9 +157,9 @@ def evaluate_segmentation(args) -> tuple[dict, str]:
   split = args.split or run.config.segmentation.report_split or 'val'
   examples = segmentation_eval.labelled_split(run.config, split)  # before opening the others
   ensemble, checkpoints = members(run, args, segmentation_eval.open_run)
-  weights = weights_used(run, args)
+  weights = checkpointing.weights_loaded(run.config, args.weights)
   own = run.config.segmentation.get('decision', 'argmax')
-  outdir = eval_dir(args.workdir, split, run.step, trained=averaged(run) and weights == 'trained',
+  outdir = eval_dir(args.workdir, split, run.step, trained=trained_of_averaged(run, args),
                     tta=[args.tta] if args.tta else [], ensemble=[_key(r) for r in ensemble],
                     last_checkpoints=args.last_checkpoints,
                     decision='' if args.decision in ('', own) else args.decision)
@@ -223,14 +219,15 @@ def evaluate(args) -> tuple[dict, str]:
     feature = extra[args.groups]
     options.update(groups=_group_names(run, args, feature), group_name=args.groups)
   outdir = eval_dir(args.workdir, f'{args.dataset + "_" if args.dataset else ""}{args.split}',
-                    run.step, trained=averaged(run) and args.weights == 'trained', tta=views,
+                    run.step, trained=trained_of_averaged(run, args), tta=views,
                     ensemble=[_key(r) for r in ensemble], last_checkpoints=args.last_checkpoints,
                     calibration_split=('' if calibration_split == default_calibration
                                        else calibration_split or 'none'),
                     groups=args.groups)
   return suite.evaluate_predictions(outdir, probs, labels, names, images, workdir=args.workdir,
                                     split=(f'{args.dataset}:' if args.dataset else '') + args.split,
-                                    step=run.step, weights=weights_used(run, args),
+                                    step=run.step,
+                                    weights=checkpointing.weights_loaded(run.config, args.weights),
                                     **options), outdir
 
 

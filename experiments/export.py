@@ -48,14 +48,14 @@ def run(workdir: str, fmt: str, step: str, batch_sizes, batch_size: int, repeats
         weights: str | None = None) -> dict:
   trained_run = trained.load(workdir, step, weights=weights)
   config, model, variables = trained_run.config, trained_run.model, trained_run.variables
-  averaged = config.train.get('ema_decay', 0) > 0
-  weights = 'average' if averaged and weights != 'trained' else 'trained'
+  trained_of_averaged = weights == 'trained' and checkpointing.weights_loaded(config) == 'average'
+  weights = checkpointing.weights_loaded(config, weights)
   preprocess, dataset = trained_run.preprocess, trained_run.dataset
   name, split = next(iter(dataset.eval_sets.items()))
   images, labels = split.split.images, split.split.labels
   input_shape = images.shape[1:]
   out = os.path.join(workdir, 'export', fmt + ('' if step == 'latest' else f'@{step}')
-                     + ('+trained' if averaged and weights == 'trained' else ''))
+                     + ('+trained' if trained_of_averaged else ''))
   filename = {'onnx': 'model.onnx', 'tflite': 'model.tflite', 'tflite_int8': 'model_int8.tflite'}
   path = os.path.join(out, filename[fmt])
   note = ''

@@ -166,7 +166,6 @@ def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
   if decision == 'fitted':
     name = runs[0].config.data.train_split
     fit = segmentation_config.split_reader(runs[0].config)(name)
-    fitted_on = f'{name} ({len(fit)} images)'
   log = lambda p: np.log(np.maximum(p, np.float32(1e-30)))
   offsets_for = lambda p: (None if fit is None else
                            report.fit_decision_offsets(log(p), fit.masks, s.ignore_label))
@@ -177,7 +176,7 @@ def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
     offsets = offsets_for(p_fit)
     result['members'][run.name] = score(report.decide(log(p), offsets))
     if fit is not None:
-      decisions[run.name] = report.describe_decision(offsets, fitted_on)
+      decisions[run.name] = report.describe_decision(offsets, name, len(fit))
       argmax.setdefault('model', score(p.argmax(-1)))
       total_fit = p_fit if total_fit is None else total_fit + p_fit
     total = p if total is None else total + p
@@ -186,7 +185,7 @@ def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
     offsets = offsets_for(None if fit is None else total_fit / len(runs))
     result['ensemble'] = score(report.decide(log(total / len(runs)), offsets))
     if fit is not None:
-      decisions['ensemble'] = report.describe_decision(offsets, fitted_on)
+      decisions['ensemble'] = report.describe_decision(offsets, name, len(fit))
       argmax['ensemble'] = score(total.argmax(-1))
   result['decision'] = decisions or 'argmax'
   if argmax:

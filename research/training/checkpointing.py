@@ -174,6 +174,13 @@ def resolve_step(checkpointer: Checkpointer, step) -> int:
 WEIGHTS = ('average', 'trained')  # which weights of a run that averaged them to load
 
 
+def weights_loaded(config, weights: str | None = None) -> str:
+  """'average' or 'trained': the weights `restore_step(..., weights)` gives of a run with
+  `config` (its config.json; 'average' only where train.ema_decay > 0 and not asked otherwise)."""
+  averaged = config['train'].get('ema_decay', 0) > 0
+  return 'average' if averaged and weights != 'trained' else 'trained'
+
+
 def restore_step(workdir: str, step=None, weights: str | None = None) -> tuple[int, dict]:
   """(the step number, the saved train state) of a workdir at `step` (None/'latest', 'best' or
   a step number): nested dicts of arrays on this process's first device, whatever device

@@ -110,13 +110,15 @@ def decide(log_probs, offsets=None) -> np.ndarray:
   return (log_probs + np.asarray(offsets, log_probs.dtype)).argmax(-1)
 
 
-def describe_decision(offsets, fitted_on: str = 'the training split') -> str:
+def describe_decision(offsets, split: str = '', num_images: int = 0) -> str:
+  """What decides each pixel: 'argmax' (offsets None), else the offsets and where they were
+  fitted (`split`, `num_images` images)."""
   if offsets is None:
     return 'argmax'
   text = f'argmax of log-probabilities + offsets {tuple(round(float(b), 2) for b in offsets)}'
   if len(offsets) == 2:
     text += f' (class 0 where p_0 > {1 / (1 + np.exp(-offsets[1])):.3f})'
-  return text + f', fitted on {fitted_on} for pixel accuracy'
+  return text + f', fitted on {split} ({num_images} images) for pixel accuracy'
 
 
 def predict_logits(apply, preprocess, images, *, tile_size: int = 0, tile_overlap: int = 0,
@@ -190,8 +192,8 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
     offsets = None
     if fit_split is not None:
       offsets = fit_decision_offsets(predict_all(state, fit_split), fit_split.masks, ignore_label)
-    results['report/decision'] = describe_decision(offsets, f'{fit_name} ({len(fit_split)} '
-                                                   'images)' if fit_split is not None else '')
+    results['report/decision'] = describe_decision(
+        offsets, fit_name, 0 if fit_split is None else len(fit_split))
     if report_split is not None:
       log_probs = predict_all(state, report_split)
       predicted = decide(log_probs, offsets)
