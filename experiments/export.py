@@ -98,7 +98,7 @@ def run(workdir: str, fmt: str, step: str, batch_sizes, batch_size: int, repeats
       f'{name}/accuracy_jax': float(np.mean(jax_logits.argmax(-1) == labels)),
       **comparison,
       'latency': {str(b): t for b, t in timings.items()},
-      'model': config.model.name, 'workdir': os.path.abspath(workdir), 'step': step,
+      'model': config.model.name, 'workdir': os.path.abspath(workdir), 'step': trained_run.step,
       'weights': weights,
       'float32_param_bytes': 4 * sum(x.size for x in jax.tree.leaves(variables['params'])),
   }

@@ -141,7 +141,7 @@ def test_a_run_reports_and_exports_its_averaged_weights_and_resumes_exactly(
     from research.compression.export import Runner
     for weights in ('trained', None):
       report = export.run(workdir, 'onnx', 'latest', [1], 0, 1, weights)
-      assert report['weights'] == (weights or 'average')
+      assert report['weights'] == (weights or 'average') and report['step'] == 30
       assert report['file'] == os.path.join(workdir, 'export',
                                             'onnx+trained' if weights else 'onnx', 'model.onnx')
       exported = _nll(np.asarray(jax.nn.softmax(Runner(report['file'])(images)), np.float64),

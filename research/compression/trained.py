@@ -7,7 +7,7 @@ import ml_collections
 from research import data, models
 from research.data import labelled_images
 from research.errors import ConfigError
-from research.training.checkpointing import load_state, read_json_object
+from research.training.checkpointing import read_json_object, restore_step
 
 
 @dataclasses.dataclass
@@ -18,6 +18,7 @@ class TrainedRun:
                                        # ones if the run averaged: train.ema_decay)
   preprocess: object                   # eval preprocessing: (uint8 images, key) -> float32
   dataset: labelled_images.LabelledImages  # its data (training stream, eval splits, stats)
+  step: int                            # the checkpoint's step number
 
 
 def load(workdir: str, step='latest', seed: int | None = None,
@@ -35,7 +36,7 @@ def load(workdir: str, step='latest', seed: int | None = None,
   if not os.path.isfile(path):
     raise ConfigError(f'{workdir} holds no config.json: give the workdir of a trained run')
   config = ml_collections.ConfigDict(read_json_object(path, ConfigError))
-  state = load_state(workdir, step, weights)
+  resolved, state = restore_step(workdir, step, weights)
   dataset = labelled_images.load(config.data, config.train.batch_size,
                                  config.seed if seed is None else seed)
   model = models.build_model(config.model, dataset.num_classes)
@@ -43,4 +44,4 @@ def load(workdir: str, step='latest', seed: int | None = None,
   if state.get('batch_stats'):
     variables['batch_stats'] = state['batch_stats']
   preprocess = data.make_preprocess(config.data.eval_ops, dataset.channel_stats)
-  return TrainedRun(config, model, variables, preprocess, dataset)
+  return TrainedRun(config, model, variables, preprocess, dataset, resolved)
