@@ -114,6 +114,7 @@ def test_views():
     predict.apply_view(images, 'crops', shift=4)
   with pytest.raises(ConfigError, match="unknown test-time view 'rotate'"):
     predict.parse_views('flip_lr,rotate')
+  assert predict.parse_views(' identity,flip_lr,identity ') == ['flip_lr', 'identity']
 
 
 @pytest.mark.real_data

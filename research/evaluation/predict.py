@@ -89,11 +89,14 @@ def apply_view(images: np.ndarray, view: str, shift: int = 2) -> list[np.ndarray
 
 
 def parse_views(spec: str) -> list[str]:
+  """'flip_lr,identity' -> ['flip_lr', 'identity']: the views named, each once, in sorted order
+  (the same set gives the same average, record and folder name however it was typed); raises
+  ConfigError for a view not in VIEWS."""
   views = [v.strip() for v in spec.split(',') if v.strip()] if spec else []
   for view in views:
     if view not in VIEWS:
       raise ConfigError(f'unknown test-time view {view!r}; known: {", ".join(VIEWS)}')
-  return views
+  return sorted(set(views))
 
 
 def probabilities(run: Run, images: np.ndarray, views=('identity',),
