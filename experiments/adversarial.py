@@ -105,4 +105,5 @@ def check(config) -> str:
 
 
 if __name__ == '__main__':
-  main_with(run, validate=adversarial_lib.validate, check=check)
+  main_with(run, validate=adversarial_lib.validate, check=check,
+            schema=adversarial_lib.adversarial_config())

@@ -128,4 +128,4 @@ def check(config) -> str:
 
 
 if __name__ == '__main__':
-  main_with(run, validate=validate, check=check)
+  main_with(run, validate=validate, check=check, schema=detection_config())

@@ -140,4 +140,5 @@ def check(config) -> str:
 
 
 if __name__ == '__main__':
-  main_with(run, validate=distillation_lib.validate, check=check)
+  main_with(run, validate=distillation_lib.validate, check=check,
+            schema=distillation_lib.distillation_config())

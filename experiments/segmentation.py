@@ -126,4 +126,5 @@ def check(config) -> str:
 
 
 if __name__ == '__main__':
-  main_with(run, validate=segmentation_config.validate, check=check)
+  main_with(run, validate=segmentation_config.validate, check=check,
+            schema=segmentation_config.base_config())

@@ -146,11 +146,13 @@ def _where(workdir: str, started: float) -> str:
   return 'read from' if unchanged else 'written to'
 
 
-def main_with(experiment, validate=config_lib.validate, check=None):
+def main_with(experiment, validate=config_lib.validate, check=None, schema=None):
   """Runs `experiment(config, workdir) -> summary` under absl, printing ConvLabErrors as one line.
 
   With --dry_run, runs `check(config) -> description` instead (after `validate`), which opens
-  the data and builds the model without training or writing anything."""
+  the data and builds the model without training or writing anything, and says what the run
+  would do with the workdir (new, resumed, finished), or fails as the run would on a workdir
+  holding another config; `schema` is the experiment's default config, as the loop gets it."""
 
   def main(argv):
     logging.set_verbosity(logging.ERROR)  # orbax logs every save, tfds its image decoder
@@ -168,8 +170,10 @@ def main_with(experiment, validate=config_lib.validate, check=None):
       distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
       validate(config)
       if DRY_RUN.value:
-        print(f'dry run: {check(config) if check else "the config is valid"}; nothing was '
-              'written', flush=True)
+        from research.training import workdir as workdir_lib
+        description = check(config) if check else 'the config is valid'
+        plan = workdir_lib.resume_plan(WORKDIR.value, config, schema)
+        print(f'dry run: {description}; {plan}; nothing was written', flush=True)
         return
       started = time.time()
       summary = experiment(config, WORKDIR.value)

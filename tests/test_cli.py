@@ -115,6 +115,27 @@ def classification_run(name, data_dir, workdir):
   return workdir
 
 
+def test_dry_run_says_what_it_would_do_with_the_workdir(mnist_data_dir, tmp_path):
+  workdir = classification_run('mnist_lenet5', mnist_data_dir, tmp_path / 'run')
+  same = ['--config.train.num_steps=2', '--config.train.final_report=False',
+          '--config.schedule.warmup_steps=0', f'--config.data.data_dir={mnist_data_dir}']
+  before = {p: os.path.getmtime(workdir / p) for p in ('config.json', 'summary.json')}
+  result = run_cli(f'--config={CONFIG}', f'--workdir={workdir}', '--dry_run', *same)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f'{workdir} holds a finished run (step 2), which it would leave as it is' in result.stdout
+  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={workdir}', '--dry_run', *same,
+                            '--config.optimizer.learning_rate=0.5'))
+  assert line.startswith(f'error: {workdir} holds a run with a different config (differs at '
+                         'optimizer.learning_rate: saved ')
+  os.remove(workdir / 'summary.json')  # as if stopped after its last checkpoint
+  result = run_cli(f'--config={CONFIG}', f'--workdir={workdir}', '--dry_run', *same)
+  assert f'it would resume the run in {workdir} from its checkpoint at step 2' in result.stdout
+  assert os.path.getmtime(workdir / 'config.json') == before['config.json']
+  result = run_cli(f'--config={CONFIG}', f'--workdir={tmp_path / "new"}', '--dry_run', *same)
+  assert f'a new run in {tmp_path / "new"}; nothing was written' in result.stdout
+  assert not os.path.exists(tmp_path / 'new')
+
+
 def test_readme_override_examples(mnist_data_dir, tmp_path):
   result = run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}', '--dry_run',
                    '--config.model.dtype=bfloat16', '--config.data.eval_splits.val=train[:500]',

@@ -19,7 +19,7 @@ from etils import epath
 
 from research.config import FREE_FORM, base_config, differing_keys, value_at
 from research.errors import CheckpointError, ConvLabError, WorkdirError
-from research.training.checkpointing import write_json_atomically
+from research.training.checkpointing import Checkpointer, write_json_atomically
 
 # Keys that may change between a run and its resumption: they do not change what is computed.
 RESUMABLE_CHANGES = ('train.log_every', 'train.eval_every', 'train.checkpoint_every',
@@ -156,6 +156,28 @@ def check_and_write_config(workdir: epath.Path, config: ml_collections.ConfigDic
       write_json_atomically(path, resolved)
     return True
   process0_decides(check)
+
+
+def resume_plan(workdir: str, config: ml_collections.ConfigDict,
+                schema: ml_collections.ConfigDict | None = None) -> str:
+  """What running `config` in `workdir` would do with what is there, for --dry_run (nothing is
+  written or created): a new run, a resumed one (from which step) or a finished one left as it
+  is. Raises CheckpointError where the run would be refused: a saved config that differs in
+  what is computed (see check_and_write_config), a damaged config.json."""
+  path = epath.Path(workdir)
+  if not (path / 'checkpoints').is_dir():
+    return f'a new run in {workdir}'
+  checkpointer = Checkpointer(workdir)
+  try:
+    latest = checkpointer.latest_step()
+  finally:
+    checkpointer.close()
+  if latest is None:
+    return f'a new run in {workdir}'
+  check_and_write_config(path, config, resuming=True, write=False, schema=schema)
+  if read_summary(path) is not None:
+    return f'{workdir} holds a finished run (step {latest}), which it would leave as it is'
+  return f'it would resume the run in {workdir} from its checkpoint at step {latest}'
 
 
 def read_summary(workdir: epath.Path) -> dict | None:
