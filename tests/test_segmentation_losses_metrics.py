@@ -201,3 +201,41 @@ def test_region_scores_by_hand():
   assert s['adapted_rand_error'] == pytest.approx(1 - 2 * 4 / (10 + 4))
   raw = metrics.region_scores(cut, one_cell, expand_prediction=False)
   assert raw['vi_split'] == pytest.approx(h(0.4, 0.2, 0.4))
+
+
+def test_boundary_distance_by_hand():
+  # Class 0 in the left two columns, class 1 right of them; one ignored pixel in column 3.
+  truth = np.array([[0, 0, 1, 1, 1],
+                    [0, 0, 1, 255, 1],
+                    [0, 0, 1, 1, 1]])
+  d = metrics.boundary_distance(truth, 2)
+  np.testing.assert_allclose(d[0], [2, 1, 1, 2, 3])
+  assert d[1, 3] == np.inf and d[1, 4] == 3  # ignored: no distance, and no boundary either
+  # a lone pixel of another class: diagonal neighbours are sqrt(2) away
+  lone = np.ones((3, 3), int)
+  lone[1, 1] = 0
+  np.testing.assert_allclose(metrics.boundary_distance(lone, 2),
+                             [[2 ** 0.5, 1, 2 ** 0.5], [1, 1, 1], [2 ** 0.5, 1, 2 ** 0.5]])
+  assert np.all(metrics.boundary_distance(np.ones((2, 2), int), 2) == np.inf)  # one class only
+
+
+def test_trimap_scores_by_hand():
+  truth = np.zeros((2, 4, 6), int)
+  truth[:, :, 3:] = 1           # a vertical boundary between columns 2 and 3: distances 3 2 1 1 2 3
+  truth[1] = 1                  # the second image has one class only: no band pixel
+  truth[0, 0, 0] = 255          # ignored: not scored
+  predicted = truth.copy()
+  predicted[0, 0, 2] = 1        # wrong at distance 1
+  predicted[0, 1, 1] = 1        # wrong at distance 2
+  predicted[0, 2, 0] = 1        # wrong at distance 3
+  predicted[1, 0, 0] = 0        # wrong, far from any boundary
+  predicted[0, 0, 0] = 1        # ignored pixel: counts for nothing
+  s = metrics.trimap_scores(predicted, truth, 2, widths=(1, 2, 4))
+  # band 1: columns 2 and 3 of image 0 (8 pixels), 1 wrong; band 2: columns 1-4, 16 pixels, 2
+  # wrong; band 4: image 0's 23 labelled pixels, 3 wrong. 4 wrong pixels in all.
+  assert s['trimap_accuracy_1px'] == pytest.approx(7 / 8)
+  assert s['trimap_accuracy_2px'] == pytest.approx(14 / 16)
+  assert s['trimap_accuracy_4px'] == pytest.approx(20 / 23)
+  assert [s[f'trimap_error_share_{w}px'] for w in (1, 2, 4)] == pytest.approx([1 / 4, 2 / 4, 3 / 4])
+  empty = metrics.trimap_scores(truth[1:], truth[1:], 2, widths=(1,))
+  assert np.isnan(empty['trimap_accuracy_1px']) and np.isnan(empty['trimap_error_share_1px'])

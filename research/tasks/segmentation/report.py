@@ -143,11 +143,13 @@ def predict_logits(apply, preprocess, images, *, tile_size: int = 0, tile_overla
 def scores(predicted, truth, num_classes: int, class_names, ignore_label: int = 255,
            region_scores: bool = False, cell_class: int = 1) -> dict:
   """Pixel scores of predicted masks (N, H, W) against `truth` from one summed confusion
-  matrix (metrics.scores), plus with `region_scores` the ISBI adapted Rand error and variation
+  matrix (metrics.scores), pixel accuracy near the ground truth's boundaries
+  (metrics.trimap_scores), plus with `region_scores` the ISBI adapted Rand error and variation
   of information averaged over the images."""
   confusion = metrics.confusion_matrix(jnp.asarray(predicted), jnp.asarray(truth), num_classes,
                                        ignore_label)
   out = metrics.scores(np.asarray(confusion), class_names)
+  out.update(metrics.trimap_scores(predicted, truth, num_classes, ignore_label))
   if region_scores:
     regions = [metrics.region_scores(p, t, cell_class) for p, t in zip(predicted, truth)]
     out.update({k: float(np.mean([r[k] for r in regions])) for k in regions[0]})
