@@ -14,6 +14,7 @@ import os
 from experiments import classification
 from research import config as config_lib
 from research.cli import main_with
+from research.training import workdir as workdir_lib
 
 
 def validate(config):
@@ -21,29 +22,33 @@ def validate(config):
     config_lib.validate(config[name])
 
 
-def run(config, workdir: str) -> dict:
+def stages(config, workdir: str) -> list[tuple[str, object, str]]:
+  """(name, classification config, workdir) of the three runs, in the order they train."""
   # Pretrain on the source task.
   pretrain_dir = os.path.join(workdir, 'pretrain')
-  pretrained = classification.run(config.pretrain, pretrain_dir)
 
   # Fine-tune on the target task from the pretrained weights.
   finetune = config.finetune.copy_and_resolve_references()
   finetune.transfer.init_from = os.path.abspath(pretrain_dir)
-  finetuned = classification.run(finetune, os.path.join(workdir, 'finetune'))
 
   # The same target-task run from scratch: the baseline.
   scratch = config.finetune.copy_and_resolve_references()
   scratch.transfer.init_from, scratch.transfer.freeze, scratch.transfer.lr_multipliers = '', '', ''
-  from_scratch = classification.run(scratch, os.path.join(workdir, 'scratch'))
+  return [('pretrain', config.pretrain, pretrain_dir),
+          ('finetune', finetune, os.path.join(workdir, 'finetune')),
+          ('scratch', scratch, os.path.join(workdir, 'scratch'))]
+
+
+def run(config, workdir: str) -> dict:
+  results = {name: classification.run(stage_config, stage_dir)
+             for name, stage_config, stage_dir in stages(config, workdir)}
 
   # Report.
-  summary = {f'{run}/{key}': value
-             for run, result in (('pretrain', pretrained), ('finetune', finetuned),
-                                 ('scratch', from_scratch))
+  summary = {f'{name}/{key}': value for name, result in results.items()
              for key, value in result.items() if key.startswith('test/')}
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)
-  print(f'target task, {finetune.train.num_steps} steps: fine-tuned '
+  print(f'target task, {config.finetune.train.num_steps} steps: fine-tuned '
         f'{summary["finetune/test/accuracy"]:.4f} vs from scratch {summary["scratch/test/accuracy"]:.4f}')
   return summary
 
@@ -52,5 +57,12 @@ def check(config) -> str:
   return '; '.join(f'{name}: {classification.check(config[name])}' for name in ('pretrain', 'finetune'))
 
 
+def plan(config, workdir: str) -> str:
+  """What each of the three runs would do with its folder (for --dry_run)."""
+  workdir_lib.check_usable(workdir)
+  return '; '.join(f'{name}: {workdir_lib.resume_plan(stage_dir, stage_config)}'
+                   for name, stage_config, stage_dir in stages(config, workdir))
+
+
 if __name__ == '__main__':
-  main_with(run, validate=validate, check=check)
+  main_with(run, validate=validate, check=check, plan=plan)

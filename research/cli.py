@@ -146,13 +146,15 @@ def _where(workdir: str, started: float) -> str:
   return 'read from' if unchanged else 'written to'
 
 
-def main_with(experiment, validate=config_lib.validate, check=None, schema=None):
+def main_with(experiment, validate=config_lib.validate, check=None, schema=None, plan=None):
   """Runs `experiment(config, workdir) -> summary` under absl, printing ConvLabErrors as one line.
 
   With --dry_run, runs `check(config) -> description` instead (after `validate`), which opens
   the data and builds the model without training or writing anything, and says what the run
   would do with the workdir (new, resumed, finished), or fails as the run would on a workdir
-  holding another config; `schema` is the experiment's default config, as the loop gets it."""
+  holding another config; `schema` is the experiment's default config, as the loop gets it;
+  `plan(config, workdir) -> description` replaces that check for an experiment of several runs
+  (research.training.workdir.resume_plan on each of their workdirs)."""
 
   def main(argv):
     logging.set_verbosity(logging.ERROR)  # orbax logs every save, tfds its image decoder
@@ -172,8 +174,9 @@ def main_with(experiment, validate=config_lib.validate, check=None, schema=None)
       if DRY_RUN.value:
         from research.training import workdir as workdir_lib
         description = check(config) if check else 'the config is valid'
-        plan = workdir_lib.resume_plan(WORKDIR.value, config, schema)
-        print(f'dry run: {description}; {plan}; nothing was written', flush=True)
+        what = (plan(config, WORKDIR.value) if plan
+                else workdir_lib.resume_plan(WORKDIR.value, config, schema))
+        print(f'dry run: {description}; {what}; nothing was written', flush=True)
         return
       started = time.time()
       summary = experiment(config, WORKDIR.value)

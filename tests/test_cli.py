@@ -115,25 +115,48 @@ def classification_run(name, data_dir, workdir):
   return workdir
 
 
+def listing(folder):
+  """{path: (size, mtime)} of everything under `folder`."""
+  out = {}
+  for root, dirs, files in os.walk(folder):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      out[path] = (os.path.getsize(path), os.path.getmtime(path))
+  return out
+
+
 def test_dry_run_says_what_it_would_do_with_the_workdir(mnist_data_dir, tmp_path):
   workdir = classification_run('mnist_lenet5', mnist_data_dir, tmp_path / 'run')
   same = ['--config.train.num_steps=2', '--config.train.final_report=False',
           '--config.schedule.warmup_steps=0', f'--config.data.data_dir={mnist_data_dir}']
-  before = {p: os.path.getmtime(workdir / p) for p in ('config.json', 'summary.json')}
-  result = run_cli(f'--config={CONFIG}', f'--workdir={workdir}', '--dry_run', *same)
+  dry_run = lambda where, *more: run_cli(f'--config={CONFIG}', f'--workdir={where}', '--dry_run',
+                                         *same, *more)
+  before = listing(tmp_path)
+  result = dry_run(workdir)
   assert result.returncode == 0, result.stderr[-2000:]
   assert f'{workdir} holds a finished run (step 2), which it would leave as it is' in result.stdout
-  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={workdir}', '--dry_run', *same,
-                            '--config.optimizer.learning_rate=0.5'))
+  line = error_line(dry_run(workdir, '--config.optimizer.learning_rate=0.5'))
   assert line.startswith(f'error: {workdir} holds a run with a different config (differs at '
                          'optimizer.learning_rate: saved ')
+  assert listing(tmp_path) == before  # nothing written, created or touched
   os.remove(workdir / 'summary.json')  # as if stopped after its last checkpoint
-  result = run_cli(f'--config={CONFIG}', f'--workdir={workdir}', '--dry_run', *same)
+  before = listing(tmp_path)
+  result = dry_run(workdir)
   assert f'it would resume the run in {workdir} from its checkpoint at step 2' in result.stdout
-  assert os.path.getmtime(workdir / 'config.json') == before['config.json']
-  result = run_cli(f'--config={CONFIG}', f'--workdir={tmp_path / "new"}', '--dry_run', *same)
+  result = dry_run(tmp_path / 'new')
   assert f'a new run in {tmp_path / "new"}; nothing was written' in result.stdout
-  assert not os.path.exists(tmp_path / 'new')
+  (tmp_path / 'a_file').write_text('')
+  assert error_line(dry_run(tmp_path / 'a_file')) == (
+      f'error: workdir {tmp_path / "a_file"} is a file, not a folder: choose another --workdir')
+  assert error_line(dry_run(tmp_path / 'a_file' / 'run')) == (
+      f'error: cannot create workdir {tmp_path / "a_file" / "run"}: {tmp_path / "a_file"} is a '
+      'file, not a folder')
+  (workdir / 'config.json').write_text('null')
+  assert error_line(dry_run(workdir)) == (f'error: {workdir / "config.json"} is damaged (not a '
+                                          'JSON object); restore it or use a new workdir')
+  after = listing(tmp_path)
+  del after[str(tmp_path / 'a_file')]
+  assert after.keys() == before.keys()
 
 
 def test_readme_override_examples(mnist_data_dir, tmp_path):

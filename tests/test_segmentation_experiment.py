@@ -81,10 +81,9 @@ def test_isbi_unet_trains_reports_and_writes_pngs(tmp_path):
     assert summary[f'report/val/argmax/{metric}'] == pytest.approx(summary[f'val/{metric}'],
                                                                    abs=1e-6)
   assert summary['report/inference'] == 'whole images'
-  # near the boundaries: narrower bands are harder and hold fewer of the wrong pixels; the
-  # all-cell baseline is wrong on every membrane pixel of a band (half of the 1-px band or so)
-  shares = [summary[f'report/val/trimap_error_share_{w}px'] for w in (1, 2, 4, 8)]
-  assert 0 < shares[0] <= shares[1] <= shares[2] <= shares[3] <= 1
+  # near the boundaries: narrower bands are harder; the all-cell baseline is wrong on every
+  # membrane pixel of a band (half of the 1-px band or so)
+  assert 0 < summary['report/val/trimap_error_share_1px'] < 1
   assert (summary['report/val/trimap_accuracy_1px'] < summary['report/val/trimap_accuracy_8px']
           < summary['report/val/pixel_accuracy'])
   assert 0.4 < summary['baseline/val/trimap_accuracy_1px'] < 0.6

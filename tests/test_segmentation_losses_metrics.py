@@ -239,3 +239,8 @@ def test_trimap_scores_by_hand():
   assert [s[f'trimap_error_share_{w}px'] for w in (1, 2, 4)] == pytest.approx([1 / 4, 2 / 4, 3 / 4])
   empty = metrics.trimap_scores(truth[1:], truth[1:], 2, widths=(1,))
   assert np.isnan(empty['trimap_accuracy_1px']) and np.isnan(empty['trimap_error_share_1px'])
+  perfect = metrics.trimap_scores(truth, truth, 2, widths=(1,))  # no wrong pixel: no share
+  assert perfect['trimap_accuracy_1px'] == 1.0 and np.isnan(perfect['trimap_error_share_1px'])
+  given = metrics.trimap_scores(predicted, truth, 2, widths=(1, 2, 4),
+                                distance=metrics.boundary_distances(truth, 2))
+  assert given == s

@@ -303,3 +303,16 @@ def test_a_signal_at_the_end_stops_and_the_rerun_writes_the_same_summary(
       k: v for k, v in reference.items() if k not in differ}
   assert 'train/loss' in summary and os.path.isfile(os.path.join(workdir, 'eval', 'test',
                                                                  'report.md'))
+
+
+@pytest.mark.real_data
+def test_a_summary_without_checkpoints_is_no_finished_run(mnist_data_dir, tmp_path):
+  # A leftover summary.json (checkpoints deleted): the run trains anew and, as any new run,
+  # writes its config.json (evaluate and export read it).
+  (tmp_path / 'summary.json').write_text('{"test/accuracy": 1.0}')
+  config = small_mnist(mnist_data_dir, **{'train.num_steps': 4, 'train.eval_every': 2,
+                                          'train.checkpoint_every': 2,
+                                          'schedule.warmup_steps': 0})
+  summary = classification.run(config, str(tmp_path))
+  assert summary['last_step'] == 4 and summary['test/accuracy'] < 1.0
+  assert json.load(open(tmp_path / 'config.json'))['train']['num_steps'] == 4

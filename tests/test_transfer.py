@@ -1,4 +1,6 @@
 """Transfer learning: loading, head replacement, exact freezing, per-group learning rates."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,3 +122,20 @@ def test_multipliers_of_one_change_nothing_for_adam():
   plain = _one_update({}, optimizer='adam', clip=0.0)
   grouped = _one_update({'lr_multipliers': '^fc=1.0'}, optimizer='adam', clip=0.0)
   assert_trees_identical(plain, grouped)
+
+
+@pytest.mark.real_data
+def test_the_dry_run_plan_looks_into_each_stage(mnist_data_dir, tmp_path):
+  from experiments import transfer as transfer_experiment
+  from tests.helpers import load_config
+  config = load_config('mnist_0to4_to_5to9', 'transfer')
+  workdir = tmp_path / 'transfer'
+  plan = transfer_experiment.plan(config, str(workdir))
+  assert plan == '; '.join(f'{name}: a new run in {workdir / name}'
+                           for name in ('pretrain', 'finetune', 'scratch'))
+  # a finished run of another config where the pretraining goes: refused, as the run would
+  classification.run(small_mnist(mnist_data_dir), str(workdir / 'pretrain'))
+  with pytest.raises(CheckpointError, match=f'{workdir / "pretrain"} holds a run with a '
+                     'different config'):
+    transfer_experiment.plan(config, str(workdir))
+  assert not os.path.exists(workdir / 'finetune')

@@ -25,7 +25,7 @@ from research.data.paired_augment import make_image_preprocess
 from research.errors import CheckpointError, ConfigError
 from research.evaluation import predict
 from research.tasks.segmentation import config as segmentation_config
-from research.tasks.segmentation import report
+from research.tasks.segmentation import metrics, report
 from research.training import checkpointing
 from research.training.task import variables
 
@@ -154,8 +154,9 @@ def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
   check_compatible(runs)
   s = runs[0].config.segmentation
   truth = examples.masks
+  distance = metrics.boundary_distances(truth, s.num_classes, s.ignore_label)
   score = lambda predicted: report.scores(predicted, truth, s.num_classes, tuple(s.class_names),
-                                          s.ignore_label, s.region_scores, s.cell_class)
+                                          s.ignore_label, s.region_scores, s.cell_class, distance)
   result = {'split': split, 'examples': len(truth), **({'weights': weights} if weights else {}),
             'members': {},
             'inference': {run.name: inference(run, tta) for run in runs}}

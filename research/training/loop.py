@@ -116,7 +116,7 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   finished = workdir_lib.read_summary(path)
   try:
     workdir_lib.check_and_write_config(path, config, resuming=latest is not None,
-                                       write=finished is None, schema=schema)
+                                       write=finished is None or latest is None, schema=schema)
   except Exception:
     checkpointer.close()
     raise

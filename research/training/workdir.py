@@ -53,12 +53,25 @@ def process0_decides(fn):
   return message['ok']
 
 
+def check_usable(workdir: str) -> None:
+  """Raises WorkdirError, without creating anything, where a local workdir is a file or lies
+  under one (remote ones are not checked)."""
+  if not is_local(workdir):
+    return
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f'workdir {workdir} is a file, not a folder: choose another --workdir')
+  parent = os.path.dirname(os.path.abspath(workdir))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise WorkdirError(f'cannot create workdir {workdir}: {parent} is a file, not a folder')
+
+
 def prepare(workdir: str) -> epath.Path:
   """Creates the workdir (process 0) or says in one line why it cannot be used."""
   def check():
     if is_local(workdir):
-      if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise WorkdirError(f'workdir {workdir} is a file, not a folder: choose another --workdir')
+      check_usable(workdir)
       try:
         os.makedirs(workdir, exist_ok=True)
       except OSError as e:
@@ -142,6 +155,9 @@ def check_and_write_config(workdir: epath.Path, config: ml_collections.ConfigDic
         saved = json.loads(path.read_text())
       except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f'{path} is damaged (not JSON); restore it or use a new workdir') from None
+      if not isinstance(saved, dict):
+        raise CheckpointError(f'{path} is damaged (not a JSON object); restore it or use a new '
+                              'workdir')
       if 'experiment' in resolved:
         defaults = schema if schema is not None else base_config()
         saved = _with_defaults(saved, json.loads(defaults.to_json_best_effort()))
@@ -162,8 +178,10 @@ def resume_plan(workdir: str, config: ml_collections.ConfigDict,
                 schema: ml_collections.ConfigDict | None = None) -> str:
   """What running `config` in `workdir` would do with what is there, for --dry_run (nothing is
   written or created): a new run, a resumed one (from which step) or a finished one left as it
-  is. Raises CheckpointError where the run would be refused: a saved config that differs in
-  what is computed (see check_and_write_config), a damaged config.json."""
+  is. Raises CheckpointError where the run would be refused (a saved config that differs in
+  what is computed, see check_and_write_config; a damaged config.json) and WorkdirError where
+  the workdir cannot be one (check_usable). A workdir in use by another run is not detected."""
+  check_usable(workdir)
   path = epath.Path(workdir)
   if not (path / 'checkpoints').is_dir():
     return f'a new run in {workdir}'

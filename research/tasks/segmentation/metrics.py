@@ -25,13 +25,16 @@ F-score of the pixel pairs that share a segment in both segmentations, against t
 share one in each) and variation of information (skimage.metrics.variation_of_information,
 bits; split = H(prediction | truth), merge = H(truth | prediction)). Lower is better for all.
 
-`trimap_scores` (the "trimap" of Kohli et al. 2009, as DeepLab, Chen et al. 2015, measured
-accuracy near object boundaries): each labelled pixel's distance to the ground truth's
-nearest labelled pixel of another class (Euclidean, in pixels, scipy's
-distance_transform_edt: 1 for a 4-neighbour, sqrt 2 for a diagonal one; ignored pixels neither
-count nor make boundaries); for each band width w, pixel accuracy over the pixels within w
-pixels of a boundary (trimap_accuracy_<w>px; NaN where the band is empty) and the share of all
-wrong pixels that lie in it (trimap_error_share_<w>px). They tell boundary placement, where
+`trimap_scores` (after the "trimap" of Kohli et al. 2009, which DeepLab, Chen et al. 2015,
+used for accuracy near object boundaries): each labelled pixel's distance to the ground
+truth's nearest labelled pixel of another class (Euclidean, in pixels, scipy's
+distance_transform_edt: 1 for a 4-neighbour, sqrt 2 for a diagonal one, so the 1-pixel band
+holds one pixel on each side of a boundary); for each band width w, pixel accuracy over the
+pixels within w pixels of a boundary (trimap_accuracy_<w>px; NaN where the band is empty) and
+the share of all wrong pixels that lie in it (trimap_error_share_<w>px; NaN without wrong
+pixels). Ignored pixels neither count nor make boundaries: where an ignore ring separates the
+classes (PASCAL VOC's void borders), the narrow bands measure from its far side (DeepLab's
+bands were built around the void ring instead). They tell boundary placement, where
 annotators disagree with each other, from errors inside regions.
 """
 import jax.numpy as jnp
@@ -102,13 +105,21 @@ def boundary_distance(truth, num_classes: int, ignore_label: int = 255) -> np.nd
   return distance
 
 
+def boundary_distances(truth, num_classes: int, ignore_label: int = 255) -> np.ndarray:
+  """float32 (N, H, W) boundary_distance of each of the (N, H, W) masks."""
+  return np.stack([boundary_distance(t, num_classes, ignore_label) for t in np.asarray(truth)]
+                  ).astype(np.float32)
+
+
 def trimap_scores(predicted, truth, num_classes: int, ignore_label: int = 255,
-                  widths=TRIMAP_WIDTHS) -> dict[str, float]:
+                  widths=TRIMAP_WIDTHS, distance=None) -> dict[str, float]:
   """trimap_accuracy_<w>px and trimap_error_share_<w>px (module doc) of predicted masks
-  (N, H, W) against `truth` (N, H, W), over all the images' pixels together."""
+  (N, H, W) against `truth` (N, H, W), over all the images' pixels together; `distance`: the
+  truth's boundary_distances, if already computed (they depend on the truth only)."""
   predicted, truth = np.asarray(predicted), np.asarray(truth)
   labelled = (truth != ignore_label) & (truth >= 0) & (truth < num_classes)
-  distance = np.stack([boundary_distance(t, num_classes, ignore_label) for t in truth])
+  if distance is None:
+    distance = boundary_distances(truth, num_classes, ignore_label)
   wrong = labelled & (predicted != truth)
   total_wrong = wrong.sum()
   out = {}

@@ -141,15 +141,17 @@ def predict_logits(apply, preprocess, images, *, tile_size: int = 0, tile_overla
 
 
 def scores(predicted, truth, num_classes: int, class_names, ignore_label: int = 255,
-           region_scores: bool = False, cell_class: int = 1) -> dict:
+           region_scores: bool = False, cell_class: int = 1, distance=None) -> dict:
   """Pixel scores of predicted masks (N, H, W) against `truth` from one summed confusion
   matrix (metrics.scores), pixel accuracy near the ground truth's boundaries
-  (metrics.trimap_scores), plus with `region_scores` the ISBI adapted Rand error and variation
-  of information averaged over the images."""
+  (metrics.trimap_scores; `distance` the truth's boundary distances, computed here if None),
+  plus with `region_scores` the ISBI adapted Rand error and variation of information averaged
+  over the images."""
   confusion = metrics.confusion_matrix(jnp.asarray(predicted), jnp.asarray(truth), num_classes,
                                        ignore_label)
   out = metrics.scores(np.asarray(confusion), class_names)
-  out.update(metrics.trimap_scores(predicted, truth, num_classes, ignore_label))
+  out.update(metrics.trimap_scores(predicted, truth, num_classes, ignore_label,
+                                   distance=distance))
   if region_scores:
     regions = [metrics.region_scores(p, t, cell_class) for p, t in zip(predicted, truth)]
     out.update({k: float(np.mean([r[k] for r in regions])) for k in regions[0]})
@@ -186,8 +188,9 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
                             size_multiple=size_multiple)
     return np.asarray(jax.nn.log_softmax(logits, axis=-1))
 
-  score = lambda predicted, truth: scores(predicted, truth, num_classes, class_names,
-                                          ignore_label, region_scores, cell_class)
+  score = lambda predicted, truth, distance: scores(predicted, truth, num_classes, class_names,
+                                                    ignore_label, region_scores, cell_class,
+                                                    distance)
 
   def final_report(state, workdir: str) -> dict:
     results, writing = {}, jax.process_index() == 0
@@ -200,12 +203,16 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
       log_probs = predict_all(state, report_split)
       predicted = decide(log_probs, offsets)
       truth = report_split.masks
-      results.update({f'report/{report_name}/{k}': v for k, v in score(predicted, truth).items()})
+      distance = metrics.boundary_distances(truth, num_classes, ignore_label)
+      results.update({f'report/{report_name}/{k}': v
+                      for k, v in score(predicted, truth, distance).items()})
       if offsets is not None:
-        argmax = scores(log_probs.argmax(-1), truth, num_classes, class_names, ignore_label)
+        argmax = scores(log_probs.argmax(-1), truth, num_classes, class_names, ignore_label,
+                        distance=distance)
         results.update({f'report/{report_name}/argmax/{k}': v for k, v in argmax.items()})
       baseline = np.full_like(truth, majority)
-      results.update({f'baseline/{report_name}/{k}': v for k, v in score(baseline, truth).items()})
+      results.update({f'baseline/{report_name}/{k}': v
+                      for k, v in score(baseline, truth, distance).items()})
       if writing and overlays:
         folder = epath.Path(workdir) / 'report'
         folder.mkdir(parents=True, exist_ok=True)
