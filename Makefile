@@ -12,7 +12,8 @@ DATASETS ?= mnist
 # itself): huge pages, no per-step page faults for the step's buffers.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295
 # pytest-xdist workers for `make test` (compilation is single-threaded: 2 workers on 2 cores
-# took 11 min 47 s where one took 17 min 45 s).
+# took 11 min 47 s where one took 17 min 45 s; 3 were no faster than 2 on 2 AMD cores, 19 min
+# 8 s against 18 min 15 s, README).
 TEST_WORKERS ?= 2
 DEMO_CONFIG ?= configs/classification/mnist_cnn.py
 DEMO_WORKDIR ?= runs/demo
