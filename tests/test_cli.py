@@ -295,3 +295,16 @@ def test_the_last_line_says_read_from_when_a_finished_run_was_only_reread(tmp_pa
   assert _where(str(tmp_path), before) == 'written to'  # this command wrote it
   os.utime(tmp_path / 'summary.json', (before - 60, before - 60))
   assert _where(str(tmp_path), before) == 'read from'   # it predates this command
+
+
+def test_the_dry_run_sees_a_workdir_in_use_without_taking_it(tmp_path):
+  from research.errors import WorkdirError
+  from research.training import workdir as workdir_lib
+  workdir = str(tmp_path)
+  with workdir_lib.locked(workdir):  # as a live run holds it
+    lock = os.path.join(workdir, workdir_lib.LOCK_FILE)
+    stamp = os.path.getmtime(lock), open(lock).read()
+    with pytest.raises(WorkdirError, match=f'workdir {workdir} is in use by pid {os.getpid()} on '):
+      workdir_lib.resume_plan(workdir, None)
+    assert (os.path.getmtime(lock), open(lock).read()) == stamp
+  assert workdir_lib.resume_plan(workdir, None) == f'a new run in {workdir}'  # lock released

@@ -86,6 +86,27 @@ def prepare(workdir: str) -> epath.Path:
   return epath.Path(workdir)
 
 
+def _in_use(workdir: str, handle) -> WorkdirError:
+  handle.seek(0)
+  holder = handle.read().strip() or 'another process'
+  return WorkdirError(f'workdir {workdir} is in use by {holder}; wait for that run to end or '
+                      'use another --workdir')
+
+
+def check_not_in_use(workdir: str) -> None:
+  """Raises `locked`'s WorkdirError where a live run holds the local workdir's lock, without
+  taking it (a shared lock tried and dropped at once) or writing anything."""
+  path = os.path.join(workdir, LOCK_FILE)
+  if not is_local(workdir) or not os.path.isfile(path):
+    return
+  with open(path) as handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+      raise _in_use(workdir, handle) from None
+    fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def locked(workdir: str):
   """Holds an exclusive lock on a local workdir for the run (process 0 takes it for all): a
@@ -104,12 +125,10 @@ def locked(workdir: str):
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-      handle.seek(0)
-      holder = handle.read().strip() or 'another process'
+      error = _in_use(workdir, handle)
       handle.close()
       handle = None
-      raise WorkdirError(f'workdir {workdir} is in use by {holder}; wait for that run to end or '
-                         'use another --workdir') from None
+      raise error from None
     handle.seek(0)
     handle.truncate()
     handle.write(f'pid {os.getpid()} on {socket.gethostname()} since '
@@ -180,8 +199,9 @@ def resume_plan(workdir: str, config: ml_collections.ConfigDict,
   written or created): a new run, a resumed one (from which step) or a finished one left as it
   is. Raises CheckpointError where the run would be refused (a saved config that differs in
   what is computed, see check_and_write_config; a damaged config.json) and WorkdirError where
-  the workdir cannot be one (check_usable). A workdir in use by another run is not detected."""
+  the workdir cannot be one (check_usable) or is in use by a live run (check_not_in_use)."""
   check_usable(workdir)
+  check_not_in_use(workdir)
   path = epath.Path(workdir)
   if not (path / 'checkpoints').is_dir():
     return f'a new run in {workdir}'
