@@ -89,8 +89,9 @@ def eval_dir(workdir: str, split: str, step: int, *, trained: bool = False, tta=
   rather than their average), `+tta-<views in sorted order>`, `+last<N>`, `+ensemble<k>-<6 hex
   digits of the k other members' real paths and steps>`, `+calibration-<split>`,
   `+groups-<feature>`, `+decision-<rule>` (a segmentation decision other than the run's own);
-  the split made safe as a folder name ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself holds the training run's final
-  report, which no evaluation replaces; rerunning one evaluation rewrites its own folder only."""
+  the split made safe as a folder name ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself
+  holds the training run's final report, which no evaluation replaces; rerunning one evaluation
+  rewrites its own folder only."""
   safe = lambda text: re.sub(r'[^A-Za-z0-9_.=-]', '_', text)
   name = safe(split) + f'@{step}' + ('+trained' if trained else '')
   if tta:
@@ -137,12 +138,6 @@ def members(run, args, open_run) -> tuple[list, list]:
   return found
 
 
-def trained_of_averaged(run, args) -> bool:
-  """Whether `run` averaged its weights and was opened with its trained ones (`+trained`)."""
-  return (args.weights == 'trained'
-          and checkpointing.weights_loaded(run.config) == 'average')
-
-
 def evaluate_segmentation(args) -> tuple[dict, str]:
   for flag in ('dataset', 'groups', 'calibration_split'):
     if getattr(args, flag):
@@ -159,7 +154,8 @@ def evaluate_segmentation(args) -> tuple[dict, str]:
   ensemble, checkpoints = members(run, args, segmentation_eval.open_run)
   weights = checkpointing.weights_loaded(run.config, args.weights)
   own = run.config.segmentation.get('decision', 'argmax')
-  outdir = eval_dir(args.workdir, split, run.step, trained=trained_of_averaged(run, args),
+  outdir = eval_dir(args.workdir, split, run.step,
+                    trained=checkpointing.other_than_evaluated(run.config, args.weights),
                     tta=[args.tta] if args.tta else [], ensemble=[_key(r) for r in ensemble],
                     last_checkpoints=args.last_checkpoints,
                     decision='' if args.decision in ('', own) else args.decision)
@@ -219,7 +215,8 @@ def evaluate(args) -> tuple[dict, str]:
     feature = extra[args.groups]
     options.update(groups=_group_names(run, args, feature), group_name=args.groups)
   outdir = eval_dir(args.workdir, f'{args.dataset + "_" if args.dataset else ""}{args.split}',
-                    run.step, trained=trained_of_averaged(run, args), tta=views,
+                    run.step, trained=checkpointing.other_than_evaluated(run.config, args.weights),
+                    tta=views,
                     ensemble=[_key(r) for r in ensemble], last_checkpoints=args.last_checkpoints,
                     calibration_split=('' if calibration_split == default_calibration
                                        else calibration_split or 'none'),

@@ -48,14 +48,14 @@ def run(workdir: str, fmt: str, step: str, batch_sizes, batch_size: int, repeats
         weights: str | None = None) -> dict:
   trained_run = trained.load(workdir, step, weights=weights)
   config, model, variables = trained_run.config, trained_run.model, trained_run.variables
-  trained_of_averaged = weights == 'trained' and checkpointing.weights_loaded(config) == 'average'
+  suffix = '+trained' if checkpointing.other_than_evaluated(config, weights) else ''
   weights = checkpointing.weights_loaded(config, weights)
   preprocess, dataset = trained_run.preprocess, trained_run.dataset
   name, split = next(iter(dataset.eval_sets.items()))
   images, labels = split.split.images, split.split.labels
   input_shape = images.shape[1:]
   out = os.path.join(workdir, 'export', fmt + ('' if step == 'latest' else f'@{step}')
-                     + ('+trained' if trained_of_averaged else ''))
+                     + suffix)
   filename = {'onnx': 'model.onnx', 'tflite': 'model.tflite', 'tflite_int8': 'model_int8.tflite'}
   path = os.path.join(out, filename[fmt])
   note = ''

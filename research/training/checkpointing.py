@@ -181,6 +181,12 @@ def weights_loaded(config, weights: str | None = None) -> str:
   return 'average' if averaged and weights != 'trained' else 'trained'
 
 
+def other_than_evaluated(config, weights: str | None) -> bool:
+  """Whether `weights` loads other weights than the run with `config` evaluated (a
+  weight-averaging run's trained ones): such evaluations and exports get folders of their own."""
+  return weights_loaded(config, weights) != weights_loaded(config)
+
+
 def restore_step(workdir: str, step=None, weights: str | None = None) -> tuple[int, dict]:
   """(the step number, the saved train state) of a workdir at `step` (None/'latest', 'best' or
   a step number): nested dicts of arrays on this process's first device, whatever device

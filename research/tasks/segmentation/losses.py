@@ -28,13 +28,14 @@ import jax
 import jax.numpy as jnp
 
 from research.errors import ConfigError
+from research.tasks.segmentation.metrics import labelled
 
 LOSSES = ('ce', 'weighted_ce', 'dice', 'focal')
 
 
 def _valid(labels, num_classes: int, ignore_label: int):
   """(safe labels with ignored pixels set to 0, float32 1/0 validity), both (N, H, W)."""
-  valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
+  valid = labelled(labels, num_classes, ignore_label)
   return jnp.where(valid, labels, 0), valid.astype(jnp.float32)
 
 

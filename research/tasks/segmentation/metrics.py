@@ -41,12 +41,17 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def labelled(labels, num_classes: int, ignore_label: int = 255):
+  """True where a label (NumPy or JAX array) is one of the classes 0..K-1, not the ignore label."""
+  return (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
+
+
 def confusion_matrix(predictions, labels, num_classes: int, ignore_label: int = 255,
                      example_mask=None):
   """int32 (K, K) pixel counts, rows = true class, columns = predicted class. `predictions`
   and `labels` integer (N, H, W); `example_mask` (N,) 0/1 drops padding rows."""
   labels = labels.astype(jnp.int32)
-  valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
+  valid = labelled(labels, num_classes, ignore_label)
   if example_mask is not None:
     valid &= (example_mask > 0).reshape((-1,) + (1,) * (labels.ndim - 1))
   index = jnp.where(valid, labels * num_classes + predictions.astype(jnp.int32), 0)
@@ -95,12 +100,12 @@ def boundary_distance(truth, num_classes: int, ignore_label: int = 255) -> np.nd
   ignored pixel)."""
   from scipy import ndimage
   truth = np.asarray(truth)
-  labelled = (truth != ignore_label) & (truth >= 0) & (truth < num_classes)
+  scored = labelled(truth, num_classes, ignore_label)
   distance = np.full(truth.shape, np.inf)
-  for k in np.unique(truth[labelled]):
-    other = labelled & (truth != k)
+  for k in np.unique(truth[scored]):
+    other = scored & (truth != k)
     if other.any():
-      mine = labelled & (truth == k)
+      mine = scored & (truth == k)
       distance[mine] = ndimage.distance_transform_edt(~other)[mine]
   return distance
 
@@ -117,17 +122,18 @@ def trimap_scores(predicted, truth, num_classes: int, ignore_label: int = 255,
   (N, H, W) against `truth` (N, H, W), over all the images' pixels together; `distance`: the
   truth's boundary_distances, if already computed (they depend on the truth only)."""
   predicted, truth = np.asarray(predicted), np.asarray(truth)
-  labelled = (truth != ignore_label) & (truth >= 0) & (truth < num_classes)
+  scored = labelled(truth, num_classes, ignore_label)
   if distance is None:
     distance = boundary_distances(truth, num_classes, ignore_label)
-  wrong = labelled & (predicted != truth)
+  wrong = scored & (predicted != truth)
   total_wrong = wrong.sum()
   out = {}
   for w in widths:
-    band = labelled & (distance <= w)
-    out[f'trimap_accuracy_{w}px'] = (float(1 - wrong[band].sum() / band.sum()) if band.any()
+    band = scored & (distance <= w)
+    band_wrong = wrong[band].sum()
+    out[f'trimap_accuracy_{w}px'] = (float(1 - band_wrong / band.sum()) if band.any()
                                      else float('nan'))
-    out[f'trimap_error_share_{w}px'] = (float(wrong[band].sum() / total_wrong) if total_wrong
+    out[f'trimap_error_share_{w}px'] = (float(band_wrong / total_wrong) if total_wrong
                                         else float('nan'))
   return out
 
