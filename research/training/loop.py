@@ -101,27 +101,26 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model, task: Task, t
   start_time = time.time()
   path = workdir_lib.prepare(workdir)
   with workdir_lib.locked(workdir):
-    return _run_locked(config, workdir, path, start_time, model=model, task=task,
-                       train_loader=train_loader, eval_sets=eval_sets, input_shape=input_shape,
-                       wrap_optimizer=wrap_optimizer, schema=schema)
+    checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                best_mode=config_lib.best_metric(config)[1])
+    try:  # however the run ends (finished, failed, stopped), a pending save completes first
+      return _run_locked(config, workdir, path, start_time, checkpointer, model=model, task=task,
+                         train_loader=train_loader, eval_sets=eval_sets, input_shape=input_shape,
+                         wrap_optimizer=wrap_optimizer, schema=schema)
+    finally:
+      checkpointer.close()
 
 
-def _run_locked(config, workdir, path, start_time, *, model, task, train_loader, eval_sets,
-                input_shape, wrap_optimizer, schema):
+def _run_locked(config, workdir, path, start_time, checkpointer, *, model, task, train_loader,
+                eval_sets, input_shape, wrap_optimizer, schema):
   # ------------------------------------------------------------------ Setup
   t, es = config.train, config.early_stopping
   best_metric, best_mode = config_lib.best_metric(config)
-  checkpointer = Checkpointer(workdir, keep=t.keep_checkpoints, best_mode=best_mode)
   latest = checkpointer.latest_step()
   finished = workdir_lib.read_summary(path)
-  try:
-    workdir_lib.check_and_write_config(path, config, resuming=latest is not None,
-                                       write=finished is None or latest is None, schema=schema)
-  except Exception:
-    checkpointer.close()
-    raise
+  workdir_lib.check_and_write_config(path, config, resuming=latest is not None,
+                                     write=finished is None or latest is None, schema=schema)
   if finished is not None and latest is not None:
-    checkpointer.close()
     print(f'{workdir} holds a finished run; its summary.json and other files are left as they are',
           flush=True)
     return finished
@@ -258,7 +257,6 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
       checkpointer.wait()  # a pending save completes even when training failed
       writer.close()
     if signals.reached(step):  # during the last step, its evaluation or its save
-      checkpointer.close()
       raise Preempted(f'{signals.received or "a signal to another process"} at step {step}, the '
                       'last; its checkpoint is saved, so the rerun writes the report')
 
@@ -266,18 +264,15 @@ def _run_locked(config, workdir, path, start_time, *, model, task, train_loader,
   # Every checkpoint is saved: a signal from here on stops at once, and the rerun reports.
   with stopping.StopAtOnce('during the final report; the final checkpoint is saved, so the '
                            'rerun writes the report'):
-    try:
-      if last_eval.get('step') != step:  # e.g. resumed at the final step
-        last_eval = {'step': step, **evaluate_now(state)}
-      reported, which, reported_state = last_eval, 'last', state
-      best_step = best.state['step'] if best else None
-      if best_step is not None and best_step != step:
-        reported_state, _ = checkpointer.restore(best_step, abstract)
-        reported, which = {'step': best_step, **evaluate_now(reported_state)}, 'best'
-      if task.final_report is not None:
-        reported = {**reported, **task.final_report(for_inference(reported_state), workdir)}
-    finally:
-      checkpointer.close()
+    if last_eval.get('step') != step:  # e.g. resumed at the final step
+      last_eval = {'step': step, **evaluate_now(state)}
+    reported, which, reported_state = last_eval, 'last', state
+    best_step = best.state['step'] if best else None
+    if best_step is not None and best_step != step:
+      reported_state, _ = checkpointer.restore(best_step, abstract)
+      reported, which = {'step': best_step, **evaluate_now(reported_state)}, 'best'
+    if task.final_report is not None:
+      reported = {**reported, **task.final_report(for_inference(reported_state), workdir)}
   if not last_train:  # resumed at the final step: its training means as metrics.jsonl has them
     last_train = next(({k: v for k, v in r.items() if k.startswith('train/')}
                        for r in reversed(read_metrics(workdir))
