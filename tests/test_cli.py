@@ -1,6 +1,7 @@
 """The command line: every documented command runs; mistakes print one `error:` line (no
 traceback) and exit 1, and nothing already saved is lost."""
 import gzip
+import json
 import os
 import re
 import shlex
@@ -142,7 +143,14 @@ def test_dry_run_says_what_it_would_do_with_the_workdir(mnist_data_dir, tmp_path
   os.remove(workdir / 'summary.json')  # as if stopped after its last checkpoint
   before = listing(tmp_path)
   result = dry_run(workdir)
-  assert f'it would resume the run in {workdir} from its checkpoint at step 2' in result.stdout
+  assert (f'it would resume the run in {workdir} from its checkpoint at step 2, its last: only '
+          'the final evaluation and report are left; nothing was written') in result.stdout
+  saved = json.loads((workdir / 'config.json').read_text())
+  saved['train']['num_steps'] = 5  # as if the run were to go on to step 5
+  (workdir / 'config.json').write_text(json.dumps(saved))
+  result = dry_run(workdir, '--config.train.num_steps=5')
+  assert (f'it would resume the run in {workdir} from its checkpoint at step 2; nothing was '
+          'written') in result.stdout, result.stdout + result.stderr[-2000:]
   result = dry_run(tmp_path / 'new')
   assert f'a new run in {tmp_path / "new"}; nothing was written' in result.stdout
   (tmp_path / 'a_file').write_text('')
