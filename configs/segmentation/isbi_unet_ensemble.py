@@ -50,7 +50,9 @@ Dice 0.8228 against 0.8248; adapted Rand error 0.071 against 0.069). The average
 points to the members (mean of four) and 0.04 to the ensembles; the fitted decision 0.05 and
 0.045 more (0.04-0.05 for each of the three seeds' ensembles). More members add little: the two seed-0 runs without the average and five earlier
 runs (README), 94 minutes of training on the same 2 cores, score 0.9302 by argmax (Dice 0.8248,
-adapted Rand error 0.038). The flip_lr member's last 3 checkpoints (steps 1,800, 2,400, 3,000; no
+adapted Rand error 0.038); nor do longer members: 3,600 steps each (seed 1, `--seeds=1
+--config.train.num_steps=3600` on the sweep command, 26 min 59 s + 1 min 32 s, 2026-12-02):
+0.9295 (argmax 0.9292), as at 3,000. The flip_lr member's last 3 checkpoints (steps 1,800, 2,400, 3,000; no
 average) averaged the same way: 0.9288, below the last alone.
 """
 from configs.segmentation import isbi_unet
