@@ -151,6 +151,11 @@ def test_dry_run_says_what_it_would_do_with_the_workdir(mnist_data_dir, tmp_path
   result = dry_run(workdir, '--config.train.num_steps=5')
   assert (f'it would resume the run in {workdir} from its checkpoint at step 2; nothing was '
           'written') in result.stdout, result.stdout + result.stderr[-2000:]
+  saved['train'].update(num_steps=-1, num_epochs=0.01)  # sized in epochs (5 steps): num_steps -1
+  (workdir / 'config.json').write_text(json.dumps(saved))
+  result = dry_run(workdir, '--config.train.num_steps=-1', '--config.train.num_epochs=0.01')
+  assert (f'it would resume the run in {workdir} from its checkpoint at step 2; nothing was '
+          'written') in result.stdout, result.stdout + result.stderr[-2000:]
   result = dry_run(tmp_path / 'new')
   assert f'a new run in {tmp_path / "new"}; nothing was written' in result.stdout
   (tmp_path / 'a_file').write_text('')
