@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from experiments import classification
 from research.training import checkpointing
+from research.training import workdir as workdir_lib
 from research.errors import CheckpointError, NonFiniteLossError
 from tests.helpers import assert_trees_identical, load_config, run_interrupted, small_mnist
 from tests.test_cli import error_line, run_module
@@ -94,6 +95,10 @@ def test_early_stopping_and_rerun_of_a_finished_workdir(mnist_data_dir, tmp_path
   assert again == summary
   for name, content in files.items():
     assert (tmp_path / name).read_bytes() == content, name
+  os.remove(tmp_path / 'summary.json')  # as if stopped during the final report
+  assert workdir_lib.resume_plan(str(tmp_path), config) == (
+      f'it would resume the run in {tmp_path} from its checkpoint at step 12, its last (it '
+      'stopped early): only the final evaluation and report are left')
 
 
 @pytest.mark.real_data

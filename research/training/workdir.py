@@ -197,11 +197,12 @@ def resume_plan(workdir: str, config: ml_collections.ConfigDict,
                 schema: ml_collections.ConfigDict | None = None) -> str:
   """What running `config` in `workdir` would do with what is there, for --dry_run (nothing is
   written or created): a new run, a resumed one (from which step, and whether that step is the
-  last of train.num_steps, so that only the final evaluation and report are left; not said for
-  a run sized by train.num_epochs) or a finished one left as it is. Raises CheckpointError where
-  the run would be refused (a saved config that differs in what is computed, see
-  check_and_write_config; a damaged config.json) and WorkdirError where the workdir cannot be
-  one (check_usable) or is in use by a live run (check_not_in_use)."""
+  last, so that only the final evaluation and report are left: the last of train.num_steps, or
+  one where early stopping stopped it; a run sized by train.num_epochs is not counted) or a
+  finished one left as it is. Raises CheckpointError where the run would be refused (a saved
+  config that differs in what is computed, see check_and_write_config; a damaged config.json;
+  an unreadable checkpoint) and WorkdirError where the workdir cannot be one (check_usable) or
+  is in use by a live run (check_not_in_use)."""
   check_usable(workdir)
   check_not_in_use(workdir)
   path = epath.Path(workdir)
@@ -210,17 +211,19 @@ def resume_plan(workdir: str, config: ml_collections.ConfigDict,
   checkpointer = Checkpointer(workdir)
   try:
     latest = checkpointer.latest_step()
+    if latest is None:
+      return f'a new run in {workdir}'
+    check_and_write_config(path, config, resuming=True, write=False, schema=schema)
+    if read_summary(path) is not None:
+      return f'{workdir} holds a finished run (step {latest}), which it would leave as it is'
+    stopped_early = bool(checkpointer.loop_state(latest).get('stopped_early'))
   finally:
     checkpointer.close()
-  if latest is None:
-    return f'a new run in {workdir}'
-  check_and_write_config(path, config, resuming=True, write=False, schema=schema)
-  if read_summary(path) is not None:
-    return f'{workdir} holds a finished run (step {latest}), which it would leave as it is'
   planned = config.train.num_steps  # > 0; a run sized by train.num_epochs is not counted here
-  if 0 < planned <= latest:
+  if stopped_early or 0 < planned <= latest:
     return (f'it would resume the run in {workdir} from its checkpoint at step {latest}, its '
-            'last: only the final evaluation and report are left')
+            f'last{" (it stopped early)" if stopped_early else ""}: only the final evaluation '
+            'and report are left')
   return f'it would resume the run in {workdir} from its checkpoint at step {latest}'
 
 
