@@ -37,7 +37,8 @@ import jax
 from absl import app, flags, logging
 
 from research import data
-from research.cli import CONFIG, DRY_RUN, WORKDIR, fail, parse_flags  # flags: --workdir is the trained run
+# flags: --workdir is the trained run
+from research.cli import CONFIG, DRY_RUN, WORKDIR, checkpoint_step_flag, fail, parse_flags
 from research.compression import pruning, quantization, trained
 from research.errors import ConfigError, ConvLabError, Preempted
 from research.tasks.classification import classification as classification_task
@@ -47,7 +48,7 @@ from research.training.checkpointing import load_state, write_json_atomically
 
 METHOD = flags.DEFINE_enum('method', None, ['ptq', 'qat', 'prune'], 'how to compress')
 OUT = flags.DEFINE_string('out', None, 'the workdir the compressed model and its report go to')
-STEP = flags.DEFINE_string('step', 'latest', "the run's checkpoint: 'latest', 'best' or a step")
+STEP = checkpoint_step_flag()
 STEPS = flags.DEFINE_integer('steps', 500, 'qat / prune: fine-tuning steps')
 LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.0, "fine-tuning; 0 = the run's / 10")
 CALIBRATION_BATCHES = flags.DEFINE_integer('calibration_batches', 4, 'PTQ: training batches')

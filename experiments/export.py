@@ -27,14 +27,14 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from research.cli import WORKDIR, fail, parse_flags  # --workdir: the trained run
+from research.cli import WORKDIR, checkpoint_step_flag, fail, parse_flags  # --workdir: the trained run
 from research.compression import export, trained
 from research.errors import ConfigError, ConvLabError
 from research.models import conv
 from research.training import checkpointing
 
 FORMAT = flags.DEFINE_enum('format', 'onnx', export.FORMATS, 'what to export')
-STEP = flags.DEFINE_string('step', 'latest', "checkpoint: 'latest', 'best' or a step number")
+STEP = checkpoint_step_flag()
 BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '128'], 'batch sizes to time')
 BATCH_SIZE = flags.DEFINE_integer('batch_size', -1, "the file's batch size; 0 = dynamic; -1 = "
                                   'the format\'s default: dynamic for ONNX, 1 for TFLite')

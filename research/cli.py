@@ -41,6 +41,16 @@ DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Check the config, the data and th
                             'would run, and write nothing.')
 
 
+def checkpoint_step_flag():
+  """--step, which checkpoint of a trained run a tool reads (experiments.export, compress):
+  'latest', 'best' or a step number. Defined once per process, by whichever of those modules is
+  imported first (absl refuses a flag defined twice), so they can be imported together."""
+  if 'step' in flags.FLAGS:
+    return flags.FLAGS['step']
+  return flags.DEFINE_string('step', 'latest', "the run's checkpoint: 'latest', 'best' or a step "
+                             'number')
+
+
 def exit_now(code: int):
   """Leaves the multi-process run (if any) and exits at once: interpreter teardown would
   otherwise print the tracebacks of background work abandoned by a failure (e.g. orbax's

@@ -172,6 +172,14 @@ def test_dry_run_says_what_it_would_do_with_the_workdir(mnist_data_dir, tmp_path
   assert after.keys() == before.keys()
 
 
+def test_the_tools_that_read_a_checkpoint_import_together():
+  # Both define --step; absl refuses a flag defined twice in one process (as pytest runs them).
+  result = subprocess.run([sys.executable, '-c', 'from experiments import compress, export; '
+                           'print(compress.STEP.default, export.STEP.default)'],
+                          cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 0 and result.stdout == 'latest latest\n', result.stderr[-2000:]
+
+
 def test_readme_override_examples(mnist_data_dir, tmp_path):
   result = run_cli(f'--config={CONFIG}', f'--workdir={tmp_path}', '--dry_run',
                    '--config.model.dtype=bfloat16', '--config.data.eval_splits.val=train[:500]',
