@@ -121,8 +121,12 @@ def test_resume_with_a_different_config_is_refused(mnist_data_dir, tmp_path):
   with pytest.raises(CheckpointError, match=r'differs at optimizer.learning_rate: saved 0\.002, '
                                             r'given 0\.5\)'):
     classification.run(changed, str(tmp_path))
+  with pytest.raises(CheckpointError, match=r'differs at optimizer.learning_rate'):
+    workdir_lib.resume_plan(str(tmp_path), changed)  # --dry_run refuses it alike
   shutil.rmtree(tmp_path / 'checkpoints')  # nothing to resume: a new config is welcome
-  assert classification.run(changed, str(tmp_path))['step'] == 8
+  assert workdir_lib.resume_plan(str(tmp_path), changed) == f'a new run in {tmp_path}'
+  assert classification.run(changed, str(tmp_path))['step'] == 8  # its summary.json is no finish
+  assert json.loads((tmp_path / 'config.json').read_text())['optimizer']['learning_rate'] == 0.5
 
 
 @pytest.mark.real_data

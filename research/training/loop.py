@@ -116,11 +116,9 @@ def _run_locked(config, workdir, path, start_time, checkpointer, *, model, task,
   # ------------------------------------------------------------------ Setup
   t, es = config.train, config.early_stopping
   best_metric, best_mode = config_lib.best_metric(config)
-  latest = checkpointer.latest_step()
-  finished = workdir_lib.read_summary(path)
-  workdir_lib.check_and_write_config(path, config, resuming=latest is not None,
-                                     write=finished is None or latest is None, schema=schema)
-  if finished is not None and latest is not None:
+  latest, finished = workdir_lib.existing_run(path, checkpointer, config, schema=schema,
+                                              write=True)
+  if finished is not None:
     print(f'{workdir} holds a finished run; its summary.json and other files are left as they are',
           flush=True)
     return finished

@@ -193,6 +193,23 @@ def check_and_write_config(workdir: epath.Path, config: ml_collections.ConfigDic
   process0_decides(check)
 
 
+def existing_run(workdir: epath.Path, checkpointer: Checkpointer,
+                 config: ml_collections.ConfigDict, *, schema: ml_collections.ConfigDict | None,
+                 write: bool) -> tuple[int | None, dict | None]:
+  """What the workdir holds, as the training loop decides from it whether to start a new run,
+  resume one or leave a finished one as it is (and --dry_run's resume_plan says so): returns
+  (the latest checkpoint's step or None, the finished run's summary or None). A summary.json
+  without a checkpoint is not a finished run (the run starts anew). Checks `config` against the
+  saved config.json when there is a checkpoint (CheckpointError, see check_and_write_config)
+  and, if `write`, writes config.json unless the run is finished."""
+  latest = checkpointer.latest_step()
+  summary = read_summary(workdir)  # on every process alike: it broadcasts process 0's answer
+  finished = summary if latest is not None else None
+  check_and_write_config(workdir, config, resuming=latest is not None,
+                         write=write and finished is None, schema=schema)
+  return latest, finished
+
+
 def resume_plan(workdir: str, config: ml_collections.ConfigDict,
                 schema: ml_collections.ConfigDict | None = None) -> str:
   """What running `config` in `workdir` would do with what is there, for --dry_run (nothing is
@@ -210,11 +227,10 @@ def resume_plan(workdir: str, config: ml_collections.ConfigDict,
     return f'a new run in {workdir}'
   checkpointer = Checkpointer(workdir)
   try:
-    latest = checkpointer.latest_step()
+    latest, finished = existing_run(path, checkpointer, config, schema=schema, write=False)
     if latest is None:
       return f'a new run in {workdir}'
-    check_and_write_config(path, config, resuming=True, write=False, schema=schema)
-    if read_summary(path) is not None:
+    if finished is not None:
       return f'{workdir} holds a finished run (step {latest}), which it would leave as it is'
     stopped_early = bool(checkpointer.loop_state(latest).get('stopped_early'))
   finally:
