@@ -164,7 +164,8 @@ def main_with(experiment, validate=config_lib.validate, check=None, schema=None,
   would do with the workdir (new, resumed, finished), or fails as the run would on a workdir
   holding another config; `schema` is the experiment's default config, as the loop gets it;
   `plan(config, workdir) -> description` replaces that check for an experiment of several runs
-  (research.training.workdir.resume_plan on each of their workdirs)."""
+  (research.training.workdir.resume_plan on each of their workdirs). A --workdir that is a
+  file, lies under one or is held by a live run is refused before the data is opened."""
 
   def main(argv):
     logging.set_verbosity(logging.ERROR)  # orbax logs every save, tfds its image decoder
@@ -181,8 +182,15 @@ def main_with(experiment, validate=config_lib.validate, check=None, schema=None,
       runtime.enable_compilation_cache()
       distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
       validate(config)
+      import jax
+      from research.training import workdir as workdir_lib
+      # A workdir that cannot be one, or that a live run holds, is refused at once, not after
+      # the data is loaded; the run checks again under its lock (process 0 only here: the
+      # others may find process 0's lock already taken).
+      workdir_lib.check_usable(WORKDIR.value)
+      if jax.process_index() == 0:
+        workdir_lib.check_not_in_use(WORKDIR.value)
       if DRY_RUN.value:
-        from research.training import workdir as workdir_lib
         description = check(config) if check else 'the config is valid'
         what = (plan(config, WORKDIR.value) if plan
                 else workdir_lib.resume_plan(WORKDIR.value, config, schema))
@@ -203,7 +211,6 @@ def main_with(experiment, validate=config_lib.validate, check=None, schema=None,
                      errno.EEXIST, errno.EISDIR, errno.ENOENT, errno.EDQUOT):
         fail(f'{e.strerror}: {e.filename}' if e.filename else _one_line(e))
       raise
-    import jax
     if jax.process_index() != 0:
       return
     shown = {k: v for k, v in summary.items() if '/' in k and not k.startswith(('train/', 'last/'))

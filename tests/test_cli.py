@@ -241,6 +241,10 @@ def test_unusable_workdirs(tmp_path, mnist_data_dir):
   assert f'workdir {a_file} is a file, not a folder' in line and a_file.read_text() == 'keep me'
   line = error_line(run_cli(f'--config={CONFIG}', '--workdir=/proc/convlab/run'))
   assert 'cannot create workdir /proc/convlab/run' in line
+  # Refused before the data is opened: with no dataset prepared, the workdir is still the error.
+  line = error_line(run_cli(f'--config={CONFIG}', f'--workdir={a_file / "run"}',
+                            env={'TFDS_DATA_DIR': str(tmp_path / 'empty')}))
+  assert line == f'error: cannot create workdir {a_file / "run"}: {a_file} is a file, not a folder'
 
 
 def test_unknown_model_name(tmp_path, mnist_data_dir):
