@@ -4,7 +4,7 @@ segmentation run.
     python -m experiments.evaluate --workdir=runs/x [--split=test] [--step=latest|best|N]
         [--tta=flip_lr,crops] [--ensemble=runs/a,runs/b] [--last_checkpoints=3]
         [--calibration_split=val] [--groups=writer_population --dataset=mnist_writers]
-        [--weights=average|trained]
+        [--weights=average|trained] [--average_checkpoints=N] [--batch_stats=recomputed]
 
 Reads the run's config.json and checkpoint, evaluates, and writes into
 `<workdir>/eval/<split>@<step>[+options]/` (`eval_dir`; never into the run's checkpoints, nor
@@ -24,12 +24,18 @@ its report split, e.g. `val`) as its final report scores it, alone and with `--e
 'none', 'flip_lr' or 'dihedral' (default: each member's own configured views, recorded per
 member), and `--decision` 'argmax' or 'fitted' (default: the run's segmentation.decision;
 research/tasks/segmentation/report.py). Written to
-`<workdir>/eval/<split>@<step>[+options]/metrics.json`.
+`<workdir>/eval/<split>@<step>[+options]/metrics.json`. Each member predicts with the weights
+its config names (segmentation.average_checkpoints, segmentation.batch_stats:
+research/tasks/segmentation/inference_weights.py) unless `--average_checkpoints` (the mean of
+the weights of the N latest checkpoints up to `--step`) or `--batch_stats` ('trained' or
+'recomputed' on the training split) say otherwise for every member; `inference_weights` in
+metrics.json says what each used.
 For both kinds, `--ensemble` members are taken at their latest checkpoint and
 `--last_checkpoints=N` means the run's N latest checkpoints, whatever `--step` says; a member
 (a real path at a step) named twice, or the run itself at the same step, counts once.
 """
 import argparse
+import functools
 import glob
 import hashlib
 import os
@@ -41,6 +47,7 @@ import numpy as np
 from research.errors import ConfigError, ConvLabError
 from research.evaluation import predict, suite
 from research.evaluation import segmentation as segmentation_eval
+from research.tasks.segmentation.inference_weights import BATCH_STATS
 from research.tasks.segmentation.report import DECISIONS
 from research.tasks.segmentation.tiling import TTA_VIEWS
 from research.training import checkpointing
@@ -83,12 +90,14 @@ def split_workdirs(spec: str) -> list[str]:
 
 def eval_dir(workdir: str, split: str, step: int, *, trained: bool = False, tta=(),
              ensemble=(), last_checkpoints: int = 0, calibration_split: str = '',
-             groups: str = '', decision: str = '') -> str:
+             groups: str = '', decision: str = '', inference_weights: str = '') -> str:
   """Where an evaluation is written: `<workdir>/eval/<split>@<step>` plus one suffix per option
   that changes what is evaluated: `+trained` (`trained`: a weight-averaging run's own weights
   rather than their average), `+tta-<views in sorted order>`, `+last<N>`, `+ensemble<k>-<6 hex
   digits of the k other members' real paths and steps>`, `+calibration-<split>`,
-  `+groups-<feature>`, `+decision-<rule>` (a segmentation decision other than the run's own);
+  `+groups-<feature>`, `+decision-<rule>` (a segmentation decision other than the run's own),
+  `+weights-<tag>` (segmentation weights other than the run's own: `swa<N>`, `bn-recomputed`,
+  `bn-trained`);
   the split made safe as a folder name ('test[:5000]' -> 'test__5000_'). `eval/<split>/` itself
   holds the training run's final report, which no evaluation replaces; rerunning one evaluation
   rewrites its own folder only."""
@@ -107,6 +116,8 @@ def eval_dir(workdir: str, split: str, step: int, *, trained: bool = False, tta=
     name += '+groups-' + safe(groups)
   if decision:
     name += '+decision-' + safe(decision)
+  if inference_weights:
+    name += '+weights-' + safe(inference_weights)
   return os.path.join(workdir, 'eval', name)
 
 
@@ -148,19 +159,38 @@ def evaluate_segmentation(args) -> tuple[dict, str]:
   if tta is not None and tta not in TTA_VIEWS:
     raise ConfigError(f"--tta={args.tta} for a segmentation run; known: none, "
                       f"{', '.join(v for v in TTA_VIEWS if v)}")
-  run = segmentation_eval.open_run(args.workdir, args.step, args.weights)
+  if args.batch_stats and args.batch_stats not in BATCH_STATS:
+    raise ConfigError(f"--batch_stats={args.batch_stats}; known: {', '.join(BATCH_STATS)}")
+  if args.average_checkpoints is not None and args.average_checkpoints < 1:
+    raise ConfigError(f'--average_checkpoints={args.average_checkpoints}: give the number of '
+                      'latest checkpoints whose weights to average, 1 or more')
+  open_run = functools.partial(segmentation_eval.open_run,
+                               average_checkpoints=args.average_checkpoints,
+                               batch_stats=args.batch_stats or None)
+  run = open_run(args.workdir, args.step, args.weights)
   split = args.split or run.config.segmentation.report_split or 'val'
   examples = segmentation_eval.labelled_split(run.config, split)  # before opening the others
-  ensemble, checkpoints = members(run, args, segmentation_eval.open_run)
+  ensemble, checkpoints = members(run, args, open_run)
   weights = checkpointing.weights_loaded(run.config, args.weights)
   own = run.config.segmentation.get('decision', 'argmax')
   outdir = eval_dir(args.workdir, split, run.step,
                     trained=checkpointing.other_than_evaluated(run.config, args.weights),
                     tta=[args.tta] if args.tta else [], ensemble=[_key(r) for r in ensemble],
                     last_checkpoints=args.last_checkpoints,
-                    decision='' if args.decision in ('', own) else args.decision)
+                    decision='' if args.decision in ('', own) else args.decision,
+                    inference_weights=_weights_tag(run.config.segmentation, args))
   return segmentation_eval.evaluate([run, *ensemble, *checkpoints], split, examples, tta, outdir,
                                     weights=weights, decision=args.decision or own), outdir
+
+
+def _weights_tag(s, args) -> str:
+  """The folder-name tag of --average_checkpoints / --batch_stats where they differ from the
+  run's own segmentation.average_checkpoints / batch_stats ('' where they do not)."""
+  own_n, own_stats = s.get('average_checkpoints', 1), s.get('batch_stats', 'trained')
+  n = own_n if args.average_checkpoints is None else args.average_checkpoints
+  stats = args.batch_stats or own_stats
+  tags = ([f'swa{n}'] if n != own_n else []) + ([f'bn-{stats}'] if stats != own_stats else [])
+  return '-'.join(tags)
 
 
 def evaluate(args) -> tuple[dict, str]:
@@ -172,8 +202,9 @@ def evaluate(args) -> tuple[dict, str]:
     raise ConfigError(f'--weights={args.weights}; known: {", ".join(checkpointing.WEIGHTS)}')
   if segmentation_eval.is_segmentation_run(args.workdir):
     return evaluate_segmentation(args)
-  if args.decision:
-    raise ConfigError('--decision applies to segmentation runs only')
+  for flag in ('decision', 'batch_stats', 'average_checkpoints'):
+    if getattr(args, flag) not in ('', None):
+      raise ConfigError(f'--{flag} applies to segmentation runs only')
   args.split = args.split or 'test'
   run = predict.open_run(args.workdir, args.step, args.weights)
   views = predict.parse_views(args.tta)
@@ -257,6 +288,14 @@ def main(argv=None) -> int:
   parser.add_argument('--decision', default='',
                       help="segmentation: 'argmax' or 'fitted' (per-class offsets fitted on the "
                            "training split for pixel accuracy); default: the run's own")
+  parser.add_argument('--average_checkpoints', type=int, default=None,
+                      help='segmentation: predict with the mean of the weights of the N latest '
+                           "checkpoints up to --step (default: the run's "
+                           'segmentation.average_checkpoints)')
+  parser.add_argument('--batch_stats', default='',
+                      help="segmentation: BatchNorm statistics 'trained' or 'recomputed' on the "
+                           "training split for the weights predicted with (default: the run's "
+                           'segmentation.batch_stats)')
   args = parser.parse_args(argv)
   try:
     result, outdir = evaluate(args)

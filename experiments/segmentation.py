@@ -16,7 +16,7 @@ from research.data.labelled_images import EvalSet
 from research.data.paired_augment import make_image_preprocess, make_paired_augment
 from research.errors import ConfigError
 from research.tasks.segmentation import config as segmentation_config
-from research.tasks.segmentation import losses, report, weight_maps
+from research.tasks.segmentation import inference_weights, losses, report, weight_maps
 from research.tasks.segmentation.task import segmentation as segmentation_task
 from research.training import loop as train_loop, optim
 
@@ -65,9 +65,16 @@ def run(config, workdir: str) -> dict:
   # The end-of-run report: whole images (tiled, TTA), region scores, PNGs.
   final_report = None
   if s.report_split or s.predict_split:
-    preprocess = make_image_preprocess(d.eval_ops, channel_stats, s.ignore_label)
+    preprocess = jax.jit(make_image_preprocess(d.eval_ops, channel_stats, s.ignore_label))
+    weights = None
+    if not inference_weights.is_default(s.average_checkpoints, s.batch_stats):
+      weights = inference_weights.make_inference_weights(
+          config.model, s.num_classes, preprocess, train.images, d.train_split,
+          average_checkpoints=s.average_checkpoints, batch_stats=s.batch_stats, tta=s.tta,
+          tile_size=s.tile_size, tile_overlap=s.tile_overlap,
+          batch_size=config.train.eval_batch_size)
     final_report = report.make_final_report(
-        model, jax.jit(preprocess), report_name=s.report_split,
+        model, preprocess, report_name=s.report_split,
         report_split=whole_eval.get(s.report_split), predict_name=s.predict_split,
         predict_split=read(s.predict_split) if s.predict_split else None,
         num_classes=s.num_classes, class_names=tuple(s.class_names), ignore_label=s.ignore_label,
@@ -75,7 +82,7 @@ def run(config, workdir: str) -> dict:
         region_scores=s.region_scores, cell_class=s.cell_class, tile_size=s.tile_size,
         tile_overlap=s.tile_overlap, tile_weighting=s.tile_weighting, tta=s.tta,
         overlays=s.overlays, fit_split=train if s.decision == 'fitted' else None,
-        fit_name=d.train_split)
+        fit_name=d.train_split, inference_weights=weights)
 
   task = segmentation_task(model, train_augment, eval_augment, num_classes=s.num_classes,
                            class_names=tuple(s.class_names), loss=config.train.loss,

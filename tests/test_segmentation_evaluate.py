@@ -226,3 +226,89 @@ def test_only_runs_of_the_same_dataset_and_classes_are_ensembled(tmp_path):
   (classification / 'config.json').write_text(json.dumps({'model': {'name': 'cnn'}}))
   with pytest.raises(ConfigError, match='is not a segmentation run'):
     segmentation_eval.open_run(str(classification))
+
+
+def _recomputed_weights(config, workdir: str, steps) -> dict:
+  """The mean of the weights at `steps` and their BatchNorm statistics over the run's 2
+  training slices, computed here: one batch, dropout off, flax's update from zeros with the
+  U-Net's momentum 0.9 (0.1 x the batch statistic)."""
+  import jax
+  from research import models
+  from research.data import augment
+  from research.data import segmentation as segmentation_data
+  from research.training import checkpointing
+  states = [checkpointing.load_state(workdir, s) for s in steps]
+  params = jax.tree.map(lambda *a: np.mean(np.stack(a), 0), *[s['params'] for s in states])
+  images = segmentation_data.load_split('isbi2012_em', config.data.train_split,
+                                        data_dir=config.data.data_dir, id_key='slice',
+                                        num_classes=2).images
+  mean, std = augment.channel_stats(images)
+  x = (images.astype(np.float32) / 255 - np.asarray(mean)) / np.asarray(std)
+  model_config = config.model.copy_and_resolve_references()
+  model_config.dropout_rate = 0.0
+  zeros = jax.tree.map(np.zeros_like, states[-1]['batch_stats'])
+  updated = models.build_model(model_config, 2).apply(
+      {'params': params, 'batch_stats': zeros}, x, train=True, mutable=['batch_stats'])[1]
+  return params, jax.tree.map(lambda a: np.asarray(a) / 0.1, updated['batch_stats'])
+
+
+def _accuracy_with(config, params, batch_stats) -> float:
+  """Argmax pixel accuracy on slices 25-29 of the tiny U-Net with these weights."""
+  import jax
+  from research import models
+  from research.data import augment
+  from research.data import segmentation as segmentation_data
+  read = lambda split: segmentation_data.load_split(
+      'isbi2012_em', split, data_dir=config.data.data_dir, id_key='slice', num_classes=2)
+  mean, std = augment.channel_stats(read(config.data.train_split).images)
+  val = read('validation')
+  x = (val.images.astype(np.float32) / 255 - np.asarray(mean)) / np.asarray(std)
+  logits = models.build_model(config.model, 2).apply(
+      {'params': params, 'batch_stats': batch_stats}, x, train=False)
+  return float(np.mean(np.asarray(logits).argmax(-1) == val.masks))
+
+
+@pytest.mark.slow  # ~40 s: a second 4-step run, then whole-image inference on 5 slices, 4 times
+@pytest.mark.real_data
+def test_averaged_checkpoints_with_recomputed_batch_statistics(tiny_run, tmp_path, capsys):
+  workdir, config, summary = tiny_run
+  params, batch_stats = _recomputed_weights(config, workdir, [2, 4])
+  expected = _accuracy_with(config, params, batch_stats)
+  # asked of experiments.evaluate for a run that predicted with its last weights as trained
+  assert evaluate.main(['--workdir', workdir, '--average_checkpoints=2',
+                        '--batch_stats=recomputed']) == 0
+  assert _written_to(capsys) == 'val@4+weights-swa2-bn-recomputed'
+  saved = _metrics(workdir, 'val@4+weights-swa2-bn-recomputed')
+  assert saved['model']['pixel_accuracy'] == pytest.approx(expected, abs=2e-5)
+  assert saved['model']['pixel_accuracy'] != pytest.approx(summary['report/val/pixel_accuracy'],
+                                                           abs=1e-4)  # other weights
+  assert saved['inference_weights'] == {f'{workdir}@4': (
+      'the mean of the weights at steps 2, 4; BatchNorm statistics recomputed on train[:2] '
+      '(2 images)')}
+  # the same asked of a run's config: its final report predicts with them, and evaluating the
+  # run again without flags reproduces the report
+  config = config.copy_and_resolve_references()
+  config.segmentation.average_checkpoints = 2
+  config.segmentation.batch_stats = 'recomputed'
+  other = str(tmp_path / 'recomputed')
+  reported = segmentation.run(config, other)
+  assert reported['report/weights'] == ('the mean of the weights at steps 2, 4; BatchNorm '
+                                        'statistics recomputed on train[:2] (2 images)')
+  params, batch_stats = _recomputed_weights(config, other, [2, 4])
+  assert reported['report/val/pixel_accuracy'] == pytest.approx(
+      _accuracy_with(config, params, batch_stats), abs=2e-5)
+  assert evaluate.main(['--workdir', other]) == 0
+  assert _written_to(capsys) == 'val@4'
+  assert _metrics(other, 'val@4')['model']['pixel_accuracy'] == pytest.approx(
+      reported['report/val/pixel_accuracy'], abs=1e-6)
+  # and back to the weights as trained: the loop's own evaluation at step 4
+  assert evaluate.main(['--workdir', other, '--average_checkpoints=1',
+                        '--batch_stats=trained']) == 0
+  assert _written_to(capsys) == 'val@4+weights-swa1-bn-trained'
+  assert _metrics(other, 'val@4+weights-swa1-bn-trained')['model']['pixel_accuracy'] == (
+      pytest.approx(reported['val/pixel_accuracy'], abs=1e-6))
+  for flag, message in (('--batch_stats=precise', '--batch_stats=precise; known: trained, '
+                                                   'recomputed'),
+                        ('--average_checkpoints=0', '--average_checkpoints=0: give the number')):
+    assert evaluate.main(['--workdir', other, flag]) == 1, flag
+    _one_error_line(capsys, message)

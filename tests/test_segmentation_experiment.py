@@ -143,6 +143,10 @@ def test_configs_validate_and_bad_values_are_one_line():
                            'dihedral'),
       'segmentation.decision': ('threshold', "segmentation.decision='threshold'; known: argmax, "
                                 'fitted'),
+      'segmentation.batch_stats': ('precise', "segmentation.batch_stats='precise'; known: "
+                                   'trained, recomputed'),
+      'segmentation.average_checkpoints': (4, r'average_checkpoints=4: give 1 \(the reported '
+                                           r'checkpoint alone\) to train.keep_checkpoints=3'),
       'data.eval_ops': ('pad(8)|flip_lr|ignore_border(8)|normalize',
                         r"holds flip_lr, ignore_border: evaluation takes whole images through pad "
                         'and normalize only'),

@@ -25,7 +25,7 @@ from research.data.paired_augment import make_image_preprocess
 from research.errors import CheckpointError, ConfigError
 from research.evaluation import predict
 from research.tasks.segmentation import config as segmentation_config
-from research.tasks.segmentation import metrics, report
+from research.tasks.segmentation import inference_weights, metrics, report
 from research.training import checkpointing
 from research.training.task import variables
 
@@ -48,6 +48,7 @@ class SegmentationRun:
   preprocess: object   # uint8 images (N, H, W, C) -> float images: the run's eval_ops
   size_multiple: int   # input sizes the model takes are multiples of this
   majority: int        # the training split's most frequent class
+  weights_description: str = 'as trained'  # checkpoint average, BatchNorm statistics
 
   @property
   def name(self) -> str:
@@ -59,12 +60,17 @@ def is_segmentation_run(workdir: str) -> bool:
           and 'segmentation' in predict.read_config(workdir))
 
 
-def open_run(workdir: str, step=None, weights: str | None = None) -> SegmentationRun:
+def open_run(workdir: str, step=None, weights: str | None = None, *,
+             average_checkpoints: int | None = None,
+             batch_stats: str | None = None) -> SegmentationRun:
   """The run in `workdir` at `step` (None: the latest; 'best'; a number), with the weights it
-  evaluated or `weights` ('trained': a weight-averaging run's own; checkpointing.restore_step).
+  evaluated or `weights` ('trained': a weight-averaging run's own; checkpointing.restore_step),
+  averaged over checkpoints and with BatchNorm statistics as its config's
+  segmentation.average_checkpoints and segmentation.batch_stats say, or as these arguments do
+  (research/tasks/segmentation/inference_weights.py; `weights_description` says which).
   Raises CheckpointError when the workdir holds no run or no such checkpoint, ConfigError when
-  the run is not a segmentation run, its config lacks a key this version needs, or `weights`
-  does not apply."""
+  the run is not a segmentation run, its config lacks a key this version needs, or `weights`,
+  `average_checkpoints` (>= 1) or `batch_stats` do not apply."""
   config = ml_collections.ConfigDict(predict.read_config(workdir))
   if 'segmentation' not in config:
     raise ConfigError(f'{workdir} is not a segmentation run (its config has no segmentation '
@@ -82,17 +88,34 @@ def open_run(workdir: str, step=None, weights: str | None = None) -> Segmentatio
   model = models.build_model(config.model, config.segmentation.num_classes)
   d, s = config.data, config.segmentation
   read = segmentation_config.split_reader(config)
+  average_checkpoints = (s.get('average_checkpoints', 1) if average_checkpoints is None
+                         else average_checkpoints)
+  batch_stats = s.get('batch_stats', 'trained') if batch_stats is None else batch_stats
+  if batch_stats not in inference_weights.BATCH_STATS:
+    raise ConfigError(f"batch_stats={batch_stats!r}; known: "
+                      f"{', '.join(inference_weights.BATCH_STATS)}")
+  if average_checkpoints < 1:
+    raise ConfigError(f'average_checkpoints={average_checkpoints}: give 1 or more')
   resolved, state = checkpointing.restore_step(workdir, step, weights)
   train = read(d.train_split)
   preprocess = jax.jit(make_image_preprocess(d.eval_ops, augment.channel_stats(train.images),
                                              s.ignore_label))
+  params, stats, described = state['params'], state.get('batch_stats') or {}, 'as trained'
+  if not inference_weights.is_default(average_checkpoints, batch_stats):
+    params, stats, described = inference_weights.make_inference_weights(
+        config.model, s.num_classes, preprocess, train.images, d.train_split,
+        average_checkpoints=average_checkpoints, batch_stats=batch_stats, tta=s.tta,
+        tile_size=s.tile_size, tile_overlap=s.tile_overlap,
+        batch_size=config.train.get('eval_batch_size', 8))(params, stats, workdir, resolved,
+                                                            weights)
   # The variables are an argument of the compiled function, not constants folded into it (a
   # copy of every weight per compilation).
   apply = functools.partial(jax.jit(lambda v, x: model.apply(v, x, train=False)),
-                            variables(state['params'], state.get('batch_stats') or {}))
+                            variables(params, stats))
   return SegmentationRun(workdir, config, resolved, apply, preprocess,
                          getattr(model, 'size_multiple', 1),
-                         report.majority_class(train.masks, s.num_classes, s.ignore_label))
+                         report.majority_class(train.masks, s.num_classes, s.ignore_label),
+                         described)
 
 
 def inference(run: SegmentationRun, tta=None) -> str:
@@ -159,7 +182,8 @@ def evaluate(runs: list[SegmentationRun], split: str, examples, tta=None,
                                           s.ignore_label, s.region_scores, s.cell_class, distance)
   result = {'split': split, 'examples': len(truth), **({'weights': weights} if weights else {}),
             'members': {},
-            'inference': {run.name: inference(run, tta) for run in runs}}
+            'inference': {run.name: inference(run, tta) for run in runs},
+            'inference_weights': {run.name: run.weights_description for run in runs}}
   decision = decision or s.get('decision', 'argmax')
   if decision not in report.DECISIONS:
     raise ConfigError(f"decision={decision!r}; known: {', '.join(report.DECISIONS)}")

@@ -19,6 +19,7 @@ from research.data import paired_augment
 from research.data import segmentation as segmentation_data
 from research.errors import ConfigError
 from research.tasks.segmentation import losses
+from research.tasks.segmentation.inference_weights import BATCH_STATS
 from research.tasks.segmentation.report import DECISIONS
 from research.tasks.segmentation.tiling import TTA_VIEWS, WEIGHTINGS
 
@@ -56,7 +57,12 @@ def base_config() -> ml_collections.ConfigDict:
   s.tile_weighting = 'gaussian'
   s.tta = ''                            # test-time views: '' | 'flip_lr' | 'dihedral' (tiling.py)
   s.decision = 'argmax'                 # | 'fitted': per-class offsets fitted on the training
-  return c                              # split for pixel accuracy (report.py)
+                                        # split for pixel accuracy (report.py)
+  # The weights predicted with (inference_weights.py): the mean over the n latest checkpoints,
+  # and BatchNorm statistics 'trained' (running averages) or 'recomputed' on the training split.
+  s.average_checkpoints = 1
+  s.batch_stats = 'trained'
+  return c
 
 
 def class_weights(spec: str, num_classes: int):
@@ -122,5 +128,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if s.tta not in TTA_VIEWS:
     raise ConfigError(f"segmentation.tta={s.tta!r}; known: '' (none), "
                       f"{', '.join(v for v in TTA_VIEWS if v)}")
+  if s.batch_stats not in BATCH_STATS:
+    raise ConfigError(f"segmentation.batch_stats={s.batch_stats!r}; known: {', '.join(BATCH_STATS)}")
+  keep = config.train.keep_checkpoints
+  if s.average_checkpoints < 1 or (keep and s.average_checkpoints > keep):
+    raise ConfigError(f'segmentation.average_checkpoints={s.average_checkpoints}: give 1 (the '
+                      f'reported checkpoint alone) to train.keep_checkpoints={keep} (the '
+                      'checkpoints a run keeps)')
   if s.tile_size < 0 or s.image_size < 0 or s.overlays < 0:
     raise ConfigError('segmentation.tile_size, image_size and overlays must be >= 0')

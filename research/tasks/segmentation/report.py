@@ -171,18 +171,20 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
                       ignore_label: int = 255, majority: int = 0, region_scores: bool = False,
                       cell_class: int = 1, tile_size: int = 0, tile_overlap: int = 0,
                       tile_weighting: str = 'gaussian', tta: str = '', overlays: int = 0,
-                      fit_split=None, fit_name: str = ''):
+                      fit_split=None, fit_name: str = '', inference_weights=None):
   """`final_report(state, workdir) -> {name: value}` (see the module doc). `report_split`,
   `predict_split` and `fit_split` (the split the decision offsets are fitted on, named
   `fit_name`; None: argmax) are research/data/segmentation.SegmentationSplit (whole splits);
-  `preprocess(uint8 images) -> float images` is the evaluation pipeline."""
+  `preprocess(uint8 images) -> float images` is the evaluation pipeline;
+  `inference_weights` (inference_weights.make_inference_weights; None: the state's own) gives
+  the weights predicted with, described as `report/weights`."""
   size_multiple = getattr(model, 'size_multiple', 1)
 
   # The variables are an argument of the compiled function, not constants folded into it.
   apply_jit = jax.jit(lambda v, x: model.apply(v, x, train=False))
 
-  def predict_all(state, split):
-    apply = functools.partial(apply_jit, _variables(state.params, state.batch_stats))
+  def predict_all(weights, split):
+    apply = functools.partial(apply_jit, _variables(*weights))
     logits = predict_logits(apply, preprocess, split.images, tile_size=tile_size,
                             tile_overlap=tile_overlap, tile_weighting=tile_weighting, tta=tta,
                             size_multiple=size_multiple)
@@ -194,13 +196,16 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
 
   def final_report(state, workdir: str) -> dict:
     results, writing = {}, jax.process_index() == 0
+    weights = (state.params, state.batch_stats)
+    if inference_weights is not None:
+      *weights, results['report/weights'] = inference_weights(*weights, workdir, int(state.step))
     offsets = None
     if fit_split is not None:
-      offsets = fit_decision_offsets(predict_all(state, fit_split), fit_split.masks, ignore_label)
+      offsets = fit_decision_offsets(predict_all(weights, fit_split), fit_split.masks, ignore_label)
     results['report/decision'] = describe_decision(
         offsets, fit_name, 0 if fit_split is None else len(fit_split))
     if report_split is not None:
-      log_probs = predict_all(state, report_split)
+      log_probs = predict_all(weights, report_split)
       predicted = decide(log_probs, offsets)
       truth = report_split.masks
       distance = metrics.boundary_distances(truth, num_classes, ignore_label)
@@ -220,7 +225,7 @@ def make_final_report(model, preprocess, *, report_name: str = '', report_split=
           row = overlay_row(report_split.images[i], truth[i], predicted[i], num_classes, ignore_label)
           (folder / f'{report_name}_{report_split.ids[i]}.png').write_bytes(_png(row))
     if predict_split is not None:
-      predicted = decide(predict_all(state, predict_split), offsets)
+      predicted = decide(predict_all(weights, predict_split), offsets)
       if writing:
         folder = epath.Path(workdir) / 'predictions' / predict_name
         folder.mkdir(parents=True, exist_ok=True)
