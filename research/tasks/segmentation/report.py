@@ -14,6 +14,8 @@ reported checkpoint:
   a loss such as soft Dice skews the probabilities, so the argmax is not the decision of
   fewest wrong pixels. `report/decision` says which rule and offsets; the argmax's own pixel
   scores stay beside as `report/<split>/argmax/...`.
+- `report/weights`, where segmentation.average_checkpoints or segmentation.batch_stats ask for
+  other weights than the reported checkpoint's (inference_weights.py): which ones predicted.
 - PNGs in `<workdir>/report/`: `<split>_<id>.png`, one row per example of the report split:
   image | ground truth | prediction | errors (red: wrong, black: right, grey: ignored);
   class colours: class 0 black, the last class white, others grey levels between.
