@@ -47,6 +47,7 @@ import numpy as np
 from research.errors import ConfigError, ConvLabError
 from research.evaluation import predict, suite
 from research.evaluation import segmentation as segmentation_eval
+from research.tasks.segmentation import inference_weights
 from research.tasks.segmentation.inference_weights import BATCH_STATS
 from research.tasks.segmentation.report import DECISIONS
 from research.tasks.segmentation.tiling import TTA_VIEWS
@@ -186,9 +187,8 @@ def evaluate_segmentation(args) -> tuple[dict, str]:
 def _weights_tag(s, args) -> str:
   """The folder-name tag of --average_checkpoints / --batch_stats where they differ from the
   run's own segmentation.average_checkpoints / batch_stats ('' where they do not)."""
-  own_n, own_stats = s.get('average_checkpoints', 1), s.get('batch_stats', 'trained')
-  n = own_n if args.average_checkpoints is None else args.average_checkpoints
-  stats = args.batch_stats or own_stats
+  own_n, own_stats = inference_weights.chosen(s)
+  n, stats = inference_weights.chosen(s, args.average_checkpoints, args.batch_stats or None)
   tags = ([f'swa{n}'] if n != own_n else []) + ([f'bn-{stats}'] if stats != own_stats else [])
   return '-'.join(tags)
 

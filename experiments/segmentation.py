@@ -66,13 +66,6 @@ def run(config, workdir: str) -> dict:
   final_report = None
   if s.report_split or s.predict_split:
     preprocess = jax.jit(make_image_preprocess(d.eval_ops, channel_stats, s.ignore_label))
-    weights = None
-    if not inference_weights.is_default(s.average_checkpoints, s.batch_stats):
-      weights = inference_weights.make_inference_weights(
-          config.model, s.num_classes, preprocess, train.images, d.train_split,
-          average_checkpoints=s.average_checkpoints, batch_stats=s.batch_stats, tta=s.tta,
-          tile_size=s.tile_size, tile_overlap=s.tile_overlap,
-          batch_size=config.train.eval_batch_size)
     final_report = report.make_final_report(
         model, preprocess, report_name=s.report_split,
         report_split=whole_eval.get(s.report_split), predict_name=s.predict_split,
@@ -82,7 +75,8 @@ def run(config, workdir: str) -> dict:
         region_scores=s.region_scores, cell_class=s.cell_class, tile_size=s.tile_size,
         tile_overlap=s.tile_overlap, tile_weighting=s.tile_weighting, tta=s.tta,
         overlays=s.overlays, fit_split=train if s.decision == 'fitted' else None,
-        fit_name=d.train_split, inference_weights=weights)
+        fit_name=d.train_split,
+        inference_weights=inference_weights.for_config(config, preprocess, train.images))
 
   task = segmentation_task(model, train_augment, eval_augment, num_classes=s.num_classes,
                            class_names=tuple(s.class_names), loss=config.train.loss,

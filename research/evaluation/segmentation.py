@@ -88,26 +88,16 @@ def open_run(workdir: str, step=None, weights: str | None = None, *,
   model = models.build_model(config.model, config.segmentation.num_classes)
   d, s = config.data, config.segmentation
   read = segmentation_config.split_reader(config)
-  average_checkpoints = (s.get('average_checkpoints', 1) if average_checkpoints is None
-                         else average_checkpoints)
-  batch_stats = s.get('batch_stats', 'trained') if batch_stats is None else batch_stats
-  if batch_stats not in inference_weights.BATCH_STATS:
-    raise ConfigError(f"batch_stats={batch_stats!r}; known: "
-                      f"{', '.join(inference_weights.BATCH_STATS)}")
-  if average_checkpoints < 1:
-    raise ConfigError(f'average_checkpoints={average_checkpoints}: give 1 or more')
+  inference_weights.chosen(s, average_checkpoints, batch_stats)  # checked before any reading
   resolved, state = checkpointing.restore_step(workdir, step, weights)
   train = read(d.train_split)
   preprocess = jax.jit(make_image_preprocess(d.eval_ops, augment.channel_stats(train.images),
                                              s.ignore_label))
   params, stats, described = state['params'], state.get('batch_stats') or {}, 'as trained'
-  if not inference_weights.is_default(average_checkpoints, batch_stats):
-    params, stats, described = inference_weights.make_inference_weights(
-        config.model, s.num_classes, preprocess, train.images, d.train_split,
-        average_checkpoints=average_checkpoints, batch_stats=batch_stats, tta=s.tta,
-        tile_size=s.tile_size, tile_overlap=s.tile_overlap,
-        batch_size=config.train.get('eval_batch_size', 8))(params, stats, workdir, resolved,
-                                                            weights)
+  weights_for = inference_weights.for_config(config, preprocess, train.images,
+                                             average_checkpoints, batch_stats)
+  if weights_for is not None:
+    params, stats, described = weights_for(params, stats, workdir, resolved, weights)
   # The variables are an argument of the compiled function, not constants folded into it (a
   # copy of every weight per compilation).
   apply = functools.partial(jax.jit(lambda v, x: model.apply(v, x, train=False)),

@@ -57,7 +57,8 @@ def population_batch_stats(apply_train, params, batch_stats, batches) -> dict:
   """BatchNorm statistics of `params` over `batches` (the module doc).
 
   `apply_train(variables, x) -> (outputs, {'batch_stats': updated})` is the model in training
-  mode with its batch statistics mutable and without dropout or other randomness (jit it);
+  mode with its batch statistics mutable and without dropout or other randomness (it is
+  jitted here, once per call);
   each layer updates its running statistic as flax's BatchNorm does, new = m old + (1 - m)
   batch, 0 <= m < 1. `batches`: float arrays (B, ...) the model takes. Returns float32 trees
   shaped like `batch_stats` ({} when the model has none). ConfigError for no batches."""

@@ -18,14 +18,38 @@ import ml_collections
 import numpy as np
 
 from research import models
+from research.errors import ConfigError
 from research.tasks.segmentation import tiling
 from research.training import averaging, checkpointing
 
 BATCH_STATS = ('trained', 'recomputed')
 
 
-def is_default(average_checkpoints: int, batch_stats: str) -> bool:
-  return average_checkpoints <= 1 and batch_stats == 'trained'
+def chosen(section, average_checkpoints=None, batch_stats=None) -> tuple[int, str]:
+  """(average_checkpoints, batch_stats): the arguments where given, else the run's segmentation
+  config `section`'s (1 and 'trained' for configs written before these keys). ConfigError for
+  a value that does not apply."""
+  n = section.get('average_checkpoints', 1) if average_checkpoints is None else average_checkpoints
+  stats = section.get('batch_stats', 'trained') if batch_stats is None else batch_stats
+  if stats not in BATCH_STATS:
+    raise ConfigError(f"batch_stats={stats!r}; known: {', '.join(BATCH_STATS)}")
+  if n < 1:
+    raise ConfigError(f'average_checkpoints={n}: give 1 or more')
+  return n, stats
+
+
+def for_config(config: ml_collections.ConfigDict, preprocess, train_images,
+               average_checkpoints=None, batch_stats=None):
+  """`make_inference_weights` for a run's config (its choices, or these arguments': `chosen`);
+  None where the run predicts with its weights as trained."""
+  n, stats = chosen(config.segmentation, average_checkpoints, batch_stats)
+  if n <= 1 and stats == 'trained':
+    return None
+  s = config.segmentation
+  return make_inference_weights(
+      config.model, s.num_classes, preprocess, train_images, config.data.train_split,
+      average_checkpoints=n, batch_stats=stats, tta=s.tta, tile_size=s.tile_size,
+      tile_overlap=s.tile_overlap, batch_size=config.train.get('eval_batch_size', 8))
 
 
 def statistics_batches(preprocess, images, *, tta: str = '', tile_size: int = 0,
@@ -80,4 +104,3 @@ def make_inference_weights(model_config: ml_collections.ConfigDict, num_classes:
     return params, stats, '; '.join(parts) or 'as trained'
 
   return weights
-
